@@ -1,0 +1,1 @@
+"""Reading `mosquitto.conf` the way the broker does."""
