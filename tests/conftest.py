@@ -1,82 +1,16 @@
-"""Fixtures shared by the whole suite: compiled test plugins, free ports and real brokers.
-
-Nothing here mocks Mosquitto: brokers are the distribution's `/usr/sbin/mosquitto`, plugins are
-compiled from the C sources in `tests/plugins/` against the installed plugin headers.
-"""
+"""Fixtures shared by the whole suite. The helpers they use live in `support.py`."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PLUGIN_SOURCES = Path(__file__).parent / "plugins"
-MOSQUITTO = shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "/usr/sbin/mosquitto"
-DYNSEC_PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
-
-
-def compile_plugin(
-    source: str, output: Path, defines: dict[str, str] | None = None, extra: Sequence[str] = ()
-) -> Path:
-    """Compile `tests/plugins/<source>` into the shared object `output` and return its path."""
-    flags = [f"-D{key}={value}" for key, value in (defines or {}).items()]
-    command = [
-        "gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
-        *flags, "-o", str(output), str(PLUGIN_SOURCES / source), *extra,
-    ]
-    subprocess.run(command, check=True, capture_output=True, text=True)
-    return output
-
-
-def c_string(text: str) -> str:
-    """Quote `text` as a C string literal for a -D define."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> bool:
-    """Wait until 127.0.0.1:`port` accepts a connection; False if `process` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.02)
-    return False
-
-
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """Terminate `process` and reap it, killing it if it ignores SIGTERM."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-# Plugins must sit in a path whose every directory is owned by root and writable by nobody
-# else, so they cannot live under /tmp (mode 1777). Test brokers drop to the `mosquitto` user,
-# which must be able to read what they load.
-SAFE_BASE = Path("/var/lib/mosquitto-guard-tests")
+from support import SAFE_BASE, Guard, free_port, stop_process
 
 
 @pytest.fixture
@@ -97,3 +31,14 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
     yield started
     for process in started:
         stop_process(process)
+
+
+@pytest.fixture
+def guard(safe_dir: Path) -> Guard:
+    """A policy trusting one SSH key `alice`, with an empty manifest directory."""
+    setup = Guard(root=safe_dir, port=free_port())
+    for name in ("keys", "manifests", "state", "plugins"):
+        (safe_dir / name).mkdir(mode=0o755)
+    setup.keygen("alice")
+    setup.write_policy(["alice"])
+    return setup

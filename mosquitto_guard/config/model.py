@@ -30,6 +30,8 @@ class Option:
     as the broker takes string values: a trailing `# comment` and trailing spaces are kept.
     `args` is the value split on spaces, as the broker splits numeric and keyword arguments.
     `raw` is the line as written, without its line break.
+    `included_from` is the `include_dir` line that brought the file in, or None for a line of a
+    main (`-c`) file.
     """
 
     key: str
@@ -37,6 +39,7 @@ class Option:
     args: tuple[str, ...]
     location: Location
     raw: str
+    included_from: Location | None = None
 
 
 @dataclass(frozen=True)

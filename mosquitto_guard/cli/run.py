@@ -1,0 +1,71 @@
+"""`mosquitto-guard run --policy P -- [broker arguments]`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from mosquitto_guard.launch.broker import DEFAULT_BROKER
+
+DEFAULT_POLICY = Path("/etc/mosquitto-guard/policy.toml")
+
+
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> None:
+    parser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=(
+            "Verify every plugin and library the broker would load against the trust policy, "
+            "copy the verified bytes into sealed memory, then replace this process with the "
+            "broker. Exits non-zero before the broker starts when anything fails."
+        ),
+    )
+    add_launch_arguments(parser)
+    parser.add_argument(
+        "--permissive",
+        action="store_true",
+        help="log each rejection and start the broker anyway (for a gradual rollout)",
+    )
+    parser.add_argument(
+        "broker_args",
+        nargs=argparse.REMAINDER,
+        metavar="-- BROKER_ARGS",
+        help="arguments for mosquitto, after --, e.g. -- -c /etc/mosquitto/mosquitto.conf",
+    )
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that `run` and `verify` share."""
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        default=DEFAULT_POLICY,
+        help=f"trust policy file (default {DEFAULT_POLICY})",
+    )
+    parser.add_argument(
+        "--broker",
+        type=Path,
+        default=DEFAULT_BROKER,
+        help=f"the mosquitto binary to start (default {DEFAULT_BROKER})",
+    )
+
+
+def broker_arguments(raw: list[str]) -> list[str]:
+    """Drop the `--` that separates our options from the broker's."""
+    return raw[1:] if raw[:1] == ["--"] else raw
+
+
+def run(args: argparse.Namespace) -> int:
+    from mosquitto_guard.launch.runner import exec_broker, finish_plan, prepare_launch
+    from mosquitto_guard.policy.model import load_policy
+
+    policy = load_policy(args.policy)
+    permissive = bool(args.permissive or policy.permissive)
+    plan = prepare_launch(
+        policy, broker_arguments(args.broker_args), os.environ, broker=args.broker
+    )
+    finish_plan(plan, policy, permissive=permissive)
+    exec_broker(plan)

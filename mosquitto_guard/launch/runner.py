@@ -1,0 +1,322 @@
+"""`mosquitto-guard run`: verify every piece of code the broker would load, then become it.
+
+The launch is a checklist. Each step either passes or adds a problem; problems are collected
+rather than raised one at a time, so that an admin sees every reason in one run.
+
+1. The broker binary sits on a root-owned path that nobody else can write.
+2. The broker's arguments: at most one `-c`, no `--tls-keylog`.
+3. The environment: no `SNAP_NAME`, no `PUID=0`/`PGID=0`; variables that load code are removed.
+4. The config reads cleanly, as the broker of this version reads it, and has no `user root`.
+5. The inventory of loaded code, taken with the scrubbed environment. For each item:
+   a. admin-chosen code (plugins, `tls_engine` files, OpenSSL modules): a root-owned path with
+      no symlink, inside the policy's plugin directories; its bytes copied once into a sealed
+      memfd; a signed manifest for exactly those bytes that meets the policy's threshold, is
+      not expired, names this broker version and every option the config passes, and is not
+      older than a version already accepted;
+   b. system code (linked libraries, NSS modules, engines by id): a root-owned path;
+   c. `/etc/ld.so.preload` entries and anything unresolved: rejected.
+6. A flattened copy of the config, with each plugin path replaced by its sealed memfd, is itself
+   sealed and passed with `-c /proc/self/fd/N`.
+7. The versions accepted are recorded, so older signed versions are rejected from then on.
+
+Any problem stops the launch before the broker starts, unless the launch is permissive: then
+each problem is logged as a warning and the broker starts anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+from mosquitto_guard.config.flatten import flatten
+from mosquitto_guard.config.model import BrokerConfig, Location
+from mosquitto_guard.config.reader import read_config
+from mosquitto_guard.errors import GuardError, LaunchRejected
+from mosquitto_guard.inventory.argv import parse_broker_args
+from mosquitto_guard.inventory.collect import collect_inventory
+from mosquitto_guard.inventory.model import CodeItem
+from mosquitto_guard.launch.broker import broker_version
+from mosquitto_guard.launch.environment import environment_problems, scrub_environment
+from mosquitto_guard.launch.paths import check_path, is_inside
+from mosquitto_guard.launch.seal import SealedFile, seal_bytes, seal_file
+from mosquitto_guard.manifest.verify import (
+    VerifiedManifest,
+    check_against_manifest,
+    find_manifest,
+)
+from mosquitto_guard.policy.model import Policy
+from mosquitto_guard.policy.state import VersionState
+
+logger = logging.getLogger(__name__)
+
+SEALED_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load", "tls_engine"})
+
+
+@dataclass
+class LaunchPlan:
+    """Everything needed to exec the broker, and what was found on the way."""
+
+    broker: Path
+    argv: list[str]
+    env: dict[str, str]
+    problems: list[str] = field(default_factory=list)
+    sealed: dict[Path, SealedFile] = field(default_factory=dict)
+    accepted: list[tuple[str, int, str]] = field(default_factory=list)
+    inherit_fds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Context:
+    policy: Policy
+    version: tuple[int, int, int]
+    now: datetime
+    plan: LaunchPlan
+    rewrites: dict[Location, str] = field(default_factory=dict)
+    verified: dict[Path, VerifiedManifest] = field(default_factory=dict)
+
+
+def prepare_launch(
+    policy: Policy,
+    broker_args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    broker: Path,
+    now: datetime | None = None,
+) -> LaunchPlan:
+    """Run the checklist and return the plan; the problems found are in `plan.problems`.
+
+    Raises `GuardError` subclasses only for failures that leave nothing to launch (the broker
+    cannot be run, the arguments cannot be parsed).
+    """
+    plan = LaunchPlan(broker=broker, argv=[], env={})
+    # Step 1: the broker binary.
+    plan.problems += [f"broker {problem}" for problem in check_path(broker, allow_symlinks=True)]
+    # Step 2: the broker's arguments.
+    args = parse_broker_args(list(broker_args))
+    plan.problems += _argument_problems(args)
+    # Step 3: the environment.
+    plan.problems += environment_problems(env)
+    plan.env, removed = scrub_environment(env)
+    for name in removed:
+        logger.info("removed %s from the broker's environment", name)
+    version = broker_version(broker)
+    context = _Context(policy, version, now or datetime.now(UTC), plan)
+    # Step 4: the config.
+    config = _read(args.config_files, version, plan)
+    if config is not None:
+        plan.problems += _user_problems(config)
+    # Step 5: the inventory.
+    inventory = collect_inventory(config, plan.env, cwd=Path.cwd())
+    for item in inventory.items:
+        _check_item(item, config, context)
+    # Step 6: the sealed, flattened config.
+    plan.argv = _broker_argv(broker, list(broker_args), config, context)
+    return plan
+
+
+def _argument_problems(args: object) -> list[str]:
+    problems = []
+    config_files = getattr(args, "config_files", [])
+    if len(config_files) > 1:
+        problems.append(
+            f"arguments: {len(config_files)} config files given with -c; the broker merges them "
+            "but logs only the last, so a second -c can hide a plugin; fix: pass one -c and "
+            "use include_dir for the rest"
+        )
+    if getattr(args, "tls_keylog", None):
+        problems.append(
+            "arguments: --tls-keylog writes TLS session secrets to a file; fix: remove it"
+        )
+    return problems
+
+
+def _read(
+    config_files: Sequence[str], version: tuple[int, int, int], plan: LaunchPlan
+) -> BrokerConfig | None:
+    if not config_files:
+        return None
+    try:
+        return read_config([Path(name) for name in config_files], version=version[:2])
+    except GuardError as error:
+        plan.problems.append(str(error))
+        return None
+
+
+def _user_problems(config: BrokerConfig) -> list[str]:
+    user = config.last("user")
+    if user is not None and user.value.strip() == "root":
+        return [
+            f"{user.location}: 'user root' keeps the broker and every plugin running as root; "
+            "fix: remove the line or name an unprivileged account such as mosquitto"
+        ]
+    return []
+
+
+def _check_item(item: CodeItem, config: BrokerConfig | None, context: _Context) -> None:
+    plan = context.plan
+    if item.kind in ("ld_preload", "ld_library_path", "ld_audit") or not item.loaded:
+        return  # removed from the environment in step 3, or never loaded by the broker
+    if item.kind == "ld_so_preload":
+        plan.problems.append(
+            f"{item.source}: /etc/ld.so.preload loads {item.written} into every process, the "
+            "broker included, before any check; fix: remove the entry from /etc/ld.so.preload"
+        )
+        return
+    if item.option is not None and "#" in item.written:
+        plan.problems.append(
+            f"{item.source}: the {item.kind} value {item.written!r} contains '#'; Mosquitto "
+            "reads a trailing comment as part of the path; fix: put the comment on its own "
+            "line, with # in column 0"
+        )
+        return
+    if item.problem is not None:
+        plan.problems.append(f"{item.source}: {item.kind} {item.written}: {item.problem}")
+        return
+    if item.path is None:
+        return  # built into a library already checked, such as OpenSSL's dynamic engine
+    if not item.needs_manifest:
+        plan.problems += [
+            f"{item.kind} {problem}" for problem in check_path(item.path, allow_symlinks=True)
+        ]
+        return
+    _check_admin_code(item, config, context)
+
+
+def _check_admin_code(item: CodeItem, config: BrokerConfig | None, context: _Context) -> None:
+    plan, policy = context.plan, context.policy
+    path = item.path
+    assert path is not None
+    path_problems = check_path(path, allow_symlinks=False)
+    if path_problems:
+        plan.problems += [f"{item.source}: plugin path {problem}" for problem in path_problems]
+        return
+    if not is_inside(path, list(policy.plugin_dirs)):
+        allowed = ", ".join(str(directory) for directory in policy.plugin_dirs) or "none"
+        plan.problems.append(
+            f"{item.source}: {path} is outside the allowed plugin directories ({allowed}); "
+            f"fix: install the plugin into one of them, or add its directory to plugin_dirs in "
+            f"{policy.path}"
+        )
+        return
+    sealed = plan.sealed.get(path)
+    if sealed is None:
+        try:
+            sealed = seal_file(path)
+        except GuardError as error:
+            plan.problems.append(f"{item.source}: {error}")
+            return
+        plan.sealed[path] = sealed
+    _rewrite(item, sealed, context)
+    # The same file may be loaded by several lines (one per listener), each with its own
+    # plugin_opt_ keys: the manifest is looked up once, the options are checked per line.
+    try:
+        verified = context.verified.get(path) or find_manifest(
+            path, sealed.sha256, policy, context.now
+        )
+        context.verified[path] = verified
+        check_against_manifest(
+            verified,
+            path,
+            sealed.sha256,
+            sealed.size,
+            context.version,
+            _plugin_options(item, config),
+            state=VersionState(policy.state_dir),
+        )
+    except GuardError as error:
+        plan.problems.append(f"{item.source}: {error}")
+        return
+    accepted = (verified.manifest.name, verified.manifest.version, sealed.sha256)
+    if accepted not in plan.accepted:
+        plan.accepted.append(accepted)
+        logger.info(
+            "verified %s: manifest %s version %d, signed by %s",
+            path,
+            verified.manifest.name,
+            verified.manifest.version,
+            ", ".join(verified.signers),
+        )
+
+
+def _rewrite(item: CodeItem, sealed: SealedFile | None, context: _Context) -> None:
+    if sealed is not None and item.option is not None and item.kind in SEALED_KINDS:
+        context.rewrites[item.option.location] = sealed.proc_path
+
+
+def _plugin_options(item: CodeItem, config: BrokerConfig | None) -> list[str]:
+    if config is None or item.option is None:
+        return []
+    for entry in config.plugins:
+        if entry.option.location == item.option.location:
+            return sorted(entry.options)
+    return []
+
+
+def _broker_argv(
+    broker: Path, broker_args: list[str], config: BrokerConfig | None, context: _Context
+) -> list[str]:
+    plan = context.plan
+    plan.inherit_fds = [sealed.fd for sealed in plan.sealed.values()]
+    if config is None:
+        return [str(broker), *broker_args]
+    try:
+        flat = flatten(config, context.rewrites)
+    except GuardError as error:
+        plan.problems.append(str(error))
+        return [str(broker), *broker_args]
+    config_fd = seal_bytes("mosquitto.conf", flat, executable=False)
+    plan.inherit_fds.append(config_fd)
+    return [str(broker), *_replace_config_argument(broker_args, f"/proc/self/fd/{config_fd}")]
+
+
+def _replace_config_argument(args: list[str], replacement: str) -> list[str]:
+    """Replace the first `-c FILE` with `-c replacement` and drop any further ones.
+
+    The flattened config already holds every `-c` file in order, so one copy is enough.
+    """
+    result: list[str] = []
+    replaced = False
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg in ("-c", "--config-file") and index + 1 < len(args):
+            if not replaced:
+                result += ["-c", replacement]
+                replaced = True
+            index += 2
+            continue
+        result.append(arg)
+        index += 1
+    return result
+
+
+def finish_plan(plan: LaunchPlan, policy: Policy, *, permissive: bool) -> None:
+    """Reject the plan, or warn about it in permissive mode, then record accepted versions.
+
+    Raises `LaunchRejected` listing every problem unless `permissive` is set.
+    """
+    if plan.problems and not permissive:
+        for fd in plan.inherit_fds:
+            os.close(fd)
+        raise LaunchRejected(plan.problems)
+    if permissive:
+        logger.warning(
+            "permissive mode: problems are logged, not enforced; %d found", len(plan.problems)
+        )
+    for problem in plan.problems:
+        logger.warning("permissive: would reject: %s", problem)
+    state = VersionState(policy.state_dir)
+    for name, version, digest in plan.accepted:
+        state.record(name, version, digest)
+
+
+def exec_broker(plan: LaunchPlan) -> NoReturn:
+    """Replace this process with the broker, handing it the sealed descriptors."""
+    for fd in plan.inherit_fds:
+        os.set_inheritable(fd, True)
+    os.execve(plan.argv[0], plan.argv, plan.env)

@@ -1,0 +1,1 @@
+"""The trust policy (which keys may sign manifests) and the rollback state it guards."""

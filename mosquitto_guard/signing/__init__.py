@@ -1,0 +1,8 @@
+"""Signing and verifying with SSH (SSHSIG) and minisign keys.
+
+`MANIFEST_NAMESPACE` is the namespace every manifest signature is made in, so that a signature
+made with the same key for another purpose (a git commit, a release file) never passes as a
+manifest signature.
+"""
+
+MANIFEST_NAMESPACE = "mosquitto-guard-manifest"

@@ -1,0 +1,42 @@
+"""`mosquitto-guard verify`: the launch checks without a launch."""
+
+from __future__ import annotations
+
+import pytest
+
+from mosquitto_guard.cli import main
+from support import Guard
+
+
+def test_verify_plugin_reports_signer(guard: Guard, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = guard.build("good.so")
+    guard.sign(plugin, "good", 1, "alice")
+    capsys.readouterr()
+    assert main(["verify", "--policy", str(guard.policy), str(plugin)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok: {plugin}: manifest good version 1, signed by alice (SHA256:" in out
+
+
+def test_verify_plugin_rejects_unsigned(guard: Guard, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = guard.build("unsigned.so")
+    assert main(["verify", "--policy", str(guard.policy), str(plugin)]) == 1
+    err = capsys.readouterr().err
+    assert f"mosquitto-guard: rejected: {plugin}: no manifest in" in err
+
+
+def test_verify_config_checks_without_starting(guard: Guard,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = guard.build("good.so")
+    guard.sign(plugin, "good", 1, "alice")
+    config = guard.config(f"plugin {plugin}")
+    capsys.readouterr()
+    assert main(["verify", "--policy", str(guard.policy), "-c", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "ok: good version 1 sha256 " in out
+    assert f"ok: {config}: every loaded file verified" in out
+    # verify records nothing, so a later launch still sees no accepted version
+    assert not (guard.root / "state" / "versions.json").exists()
+
+
+def test_verify_without_targets_is_usage_error(guard: Guard) -> None:
+    assert main(["verify", "--policy", str(guard.policy)]) == 2
