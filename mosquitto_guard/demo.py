@@ -291,6 +291,7 @@ log_dest stderr
 def publish_and_receive(port: int, username: str, password: str) -> str:
     """Subscribe to demo/hello, publish one message, and return the payload received."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     received: list[str] = []
     ready = threading.Event()
@@ -308,7 +309,7 @@ def publish_and_receive(port: int, username: str, password: str) -> str:
         received.append(message.payload.decode())
         done.set()
 
-    subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
+    subscriber = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
     subscriber.username_pw_set(username, password)
     subscriber.on_connect = on_connect
     subscriber.on_subscribe = on_subscribe
@@ -318,7 +319,7 @@ def publish_and_receive(port: int, username: str, password: str) -> str:
     try:
         if not ready.wait(10):
             raise HostError("the demo subscriber could not subscribe")
-        publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-publisher")
+        publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="demo-publisher")
         publisher.username_pw_set(username, password)
         publisher.connect("127.0.0.1", port)
         publisher.loop_start()
@@ -369,7 +370,7 @@ def run_demo(out: Callable[[str], None]) -> None:
             fix="run: sudo mosquitto-guard demo",
         )
     work = Path(tempfile.mkdtemp(prefix="mosquitto-guard-demo-", dir="/var/lib"))
-    os.chmod(work, 0o755)
+    os.chmod(work, 0o755)  # noqa: S103 (the broker's user must reach the files inside)
     out(f"Working directory: {work}")
     try:
         Demo(work, out).run()

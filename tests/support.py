@@ -22,7 +22,11 @@ from mosquitto_guard.cli import main
 
 PLUGIN_SOURCES = Path(__file__).parent / "plugins"
 MOSQUITTO = shutil.which("mosquitto", path="/usr/sbin:/usr/bin") or "/usr/sbin/mosquitto"
-DYNSEC_PLUGIN = Path("/usr/lib") / str(sysconfig.get_config_var("MULTIARCH") or "") / "mosquitto_dynamic_security.so"
+DYNSEC_PLUGIN = (
+    Path("/usr/lib")
+    / str(sysconfig.get_config_var("MULTIARCH") or "")
+    / "mosquitto_dynamic_security.so"
+)
 
 # Plugins must sit in a path whose every directory is owned by root and writable by nobody
 # else, so they cannot live under /tmp (mode 1777). Test brokers drop to the `mosquitto` user,
@@ -36,8 +40,17 @@ def compile_plugin(
     """Compile `tests/plugins/<source>` into the shared object `output` and return its path."""
     flags = [f"-D{key}={value}" for key, value in (defines or {}).items()]
     command = [
-        "gcc", "-shared", "-fPIC", "-O1", "-Wall", "-Werror",
-        *flags, "-o", str(output), str(PLUGIN_SOURCES / source), *extra,
+        "gcc",
+        "-shared",
+        "-fPIC",
+        "-O1",
+        "-Wall",
+        "-Werror",
+        *flags,
+        "-o",
+        str(output),
+        str(PLUGIN_SOURCES / source),
+        *extra,
     ]
     subprocess.run(command, check=True, capture_output=True, text=True)
     return output
@@ -56,8 +69,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> bool:
-    """Wait until 127.0.0.1:`port` accepts a connection; False if `process` exits or time runs out."""
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | None, timeout: float = 30.0
+) -> bool:
+    """Wait until 127.0.0.1:`port` accepts; False when `process` exits or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -108,8 +123,14 @@ class Guard:
         self.keys[name] = path
         return path
 
-    def write_policy(self, trusted: Sequence[str], *, threshold: int = 1,
-                     revoked: Sequence[str] = (), extra_dirs: Sequence[Path] = ()) -> None:
+    def write_policy(
+        self,
+        trusted: Sequence[str],
+        *,
+        threshold: int = 1,
+        revoked: Sequence[str] = (),
+        extra_dirs: Sequence[Path] = (),
+    ) -> None:
         dirs = [self.plugins, DYNSEC_PLUGIN.parent, *extra_dirs]
         lines = [
             "format_version = 1",
@@ -125,32 +146,71 @@ class Guard:
         self.policy.write_text("\n".join(lines) + "\n")
 
     def sign(self, plugin: Path, name: str, version: int, key: str, *extra: str) -> None:
-        assert main(["sign", str(plugin), "--key", str(self.keys[key]), "--name", name,
-                     "--version", str(version), "--manifest-dir", str(self.manifests),
-                     *extra]) == 0
+        assert (
+            main(
+                [
+                    "sign",
+                    str(plugin),
+                    "--key",
+                    str(self.keys[key]),
+                    "--name",
+                    name,
+                    "--version",
+                    str(version),
+                    "--manifest-dir",
+                    str(self.manifests),
+                    *extra,
+                ]
+            )
+            == 0
+        )
 
     def build(self, filename: str, defines: dict[str, str] | None = None) -> Path:
         return compile_plugin("marker.c", self.plugins / filename, defines)
 
     def config(self, *lines: str, name: str = "mosquitto.conf") -> Path:
         path = self.root / name
-        base = [f"listener {self.port} 127.0.0.1", "allow_anonymous true", "persistence false",
-                "log_dest stderr"]
+        base = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "log_dest stderr",
+        ]
         path.write_text("\n".join([*base, *lines]) + "\n")
         return path
 
-    def run_argv(self, config: Path | None, *options: str, broker_args: Sequence[str] = ()) -> list[str]:
-        args = [sys.executable, "-m", "mosquitto_guard", "run", "--policy", str(self.policy),
-                *options, "--"]
+    def run_argv(
+        self, config: Path | None, *options: str, broker_args: Sequence[str] = ()
+    ) -> list[str]:
+        args = [
+            sys.executable,
+            "-m",
+            "mosquitto_guard",
+            "run",
+            "--policy",
+            str(self.policy),
+            *options,
+            "--",
+        ]
         if config is not None:
             args += ["-c", str(config)]
         return [*args, *broker_args]
 
-    def run(self, config: Path | None, *options: str, env: dict[str, str] | None = None,
-            broker_args: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        config: Path | None,
+        *options: str,
+        env: dict[str, str] | None = None,
+        broker_args: Sequence[str] = (),
+    ) -> subprocess.CompletedProcess[str]:
         """Run `mosquitto-guard run` to completion (for launches expected to be rejected)."""
-        return subprocess.run(self.run_argv(config, *options, broker_args=broker_args),
-                              capture_output=True, text=True, timeout=60, env=env)
+        return subprocess.run(
+            self.run_argv(config, *options, broker_args=broker_args),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
 
 
 def broker_user_can_write(path: Path) -> None:

@@ -62,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
     from mosquitto_guard.launch.runner import exec_broker, finish_plan, prepare_launch
     from mosquitto_guard.policy.model import load_policy
 
+    from mosquitto_guard.errors import LaunchRejected
+    from mosquitto_guard.launch.environment import launcher_problems
+
+    # Checked first, and never relaxed by --permissive: these variables already ran code in
+    # this process, which is about to become the broker.
+    tainted = launcher_problems(os.environ)
+    if tainted:
+        raise LaunchRejected(tainted)
     policy = load_policy(args.policy)
     permissive = bool(args.permissive or policy.permissive)
     plan = prepare_launch(

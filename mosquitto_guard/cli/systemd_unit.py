@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -46,51 +45,50 @@ def add_parser(
         "--guard",
         type=Path,
         default=None,
-        help="path of the mosquitto-guard command (default: this one)",
+        help="path of the mosquitto-guard command (default: this interpreter with -I -m)",
     )
 
 
-def guard_command() -> Path:
-    """Return the absolute path of the installed `mosquitto-guard` script."""
-    script = Path(sys.argv[0])
-    if script.name == "mosquitto-guard" and script.exists():
-        return script.resolve()
-    found = shutil.which("mosquitto-guard")
-    return Path(found).resolve() if found else Path("/usr/local/bin/mosquitto-guard")
+def launcher_command() -> list[str]:
+    """Return the command that starts this installation of mosquitto-guard, isolated.
+
+    `-I` makes the interpreter ignore every PYTHON* variable and the user's site directory, so
+    nothing from the service environment is imported before the checks run.
+    """
+    return [sys.executable, "-I", "-m", "mosquitto_guard"]
 
 
-def render_drop_in(guard: Path, policy: Path, config: Path, broker: Path) -> str:
-    """Return the text of the drop-in unit."""
+# Variables that would load code into mosquitto-guard itself or into the broker; systemd
+# removes them before starting the service, whatever EnvironmentFile= or Environment= set.
+UNSET_VARIABLES = (
+    "LD_PRELOAD LD_AUDIT LD_LIBRARY_PATH PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE "
+    "OPENSSL_CONF OPENSSL_ENGINES OPENSSL_MODULES GCONV_PATH GLIBC_TUNABLES SNAP_NAME"
+)
+
+
+def render_drop_in(launcher: list[str], policy: Path, config: Path, broker: Path) -> str:
+    """Return the text of the drop-in unit that starts the broker through `launcher run`."""
     command = shlex.join(
-        [
-            str(guard),
-            "run",
-            "--policy",
-            str(policy),
-            "--broker",
-            str(broker),
-            "--",
-            "-c",
-            str(config),
-        ]
+        [*launcher, "run", "--policy", str(policy), "--broker", str(broker), "--", "-c", str(config)]
     )
     return f"""# {DROP_IN_PATH}
 # Starts Mosquitto through mosquitto-guard, which verifies every plugin against the signed
 # manifests in the trust policy, then replaces itself with the broker (same PID), so
 # Type=notify readiness and NotifyAccess=main keep working.
-# Install: systemctl edit --full is not needed; copy this file, then
-#   systemctl daemon-reload && systemctl restart mosquitto
+# Install: copy this file, then run: systemctl daemon-reload && systemctl restart mosquitto
 [Service]
 Type=notify
 NotifyAccess=main
+UnsetEnvironment={UNSET_VARIABLES}
 ExecStart=
 ExecStart={command}
-# A rejection exits with status 1 before the broker starts; do not restart in a loop on it.
+# A rejection exits with status 1 (2 for a bad policy) before the broker starts; restarting
+# would only repeat it.
 RestartPreventExitStatus=1 2
 """
 
 
 def run(args: argparse.Namespace) -> int:
-    guard = args.guard or guard_command()
-    sys.stdout.write(render_drop_in(guard, args.policy, args.config, args.broker))
+    launcher = [str(args.guard)] if args.guard else launcher_command()
+    sys.stdout.write(render_drop_in(launcher, args.policy, args.config, args.broker))
     return 0

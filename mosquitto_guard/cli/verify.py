@@ -7,9 +7,13 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mosquitto_guard.cli.run import add_launch_arguments
 from mosquitto_guard.errors import GuardError
+
+if TYPE_CHECKING:
+    from mosquitto_guard.policy.model import Policy
 
 
 def add_parser(
@@ -62,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify_config(policy: object, configs: list[Path], broker: Path) -> list[str]:
+def _verify_config(policy: Policy, configs: list[Path], broker: Path) -> list[str]:
     from mosquitto_guard.launch.runner import prepare_launch
 
     broker_args: list[str] = []
     for config in configs:
         broker_args += ["-c", str(config)]
-    plan = prepare_launch(policy, broker_args, os.environ, broker=broker)  # type: ignore[arg-type]
+    plan = prepare_launch(policy, broker_args, os.environ, broker=broker)
     for fd in plan.inherit_fds:
         os.close(fd)
     for verified in plan.accepted:
@@ -79,7 +83,7 @@ def _verify_config(policy: object, configs: list[Path], broker: Path) -> list[st
     return plan.problems
 
 
-def _verify_plugin(policy: object, plugin: Path) -> list[str]:
+def _verify_plugin(policy: Policy, plugin: Path) -> list[str]:
     from mosquitto_guard.launch.seal import seal_file
     from mosquitto_guard.manifest.verify import find_manifest
 

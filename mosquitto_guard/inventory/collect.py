@@ -32,8 +32,9 @@ from mosquitto_guard.inventory.elf import (
     ElfError,
     ElfInfo,
     plugin_api,
-    read_elf,
+    read_build_id,
 )
+from mosquitto_guard.inventory.fastelf import read_elf_fast
 from mosquitto_guard.inventory.ldpath import (
     DEFAULT_INTERPRETER,
     CacheFormatError,
@@ -72,6 +73,7 @@ def collect_inventory(
     root: Path = Path("/"),
     cwd: Path | None = None,
     broker: Path | None = None,
+    build_ids: bool = True,
 ) -> Inventory:
     """List the code a broker with `config` and environment `env` would load.
 
@@ -79,7 +81,9 @@ def collect_inventory(
     directory (this process's when None). `root` relocates the host files the loader, glibc and
     OpenSSL read (`/etc/ld.so.preload`, `/etc/nsswitch.conf`, `OPENSSLDIR/openssl.cnf`); library
     search itself always uses this host's loader and `/etc/ld.so.cache`. With `broker`, the
-    executable's own libraries are listed too, and its search paths apply.
+    executable's own libraries are listed too, and its search paths apply. With `build_ids`
+    False, `CodeItem.build_id` stays None and pyelftools, which reads the build ids, is never
+    imported.
 
     Problems with single items are recorded in `CodeItem.problem`. Raises `HostError` when
     `broker`, or the executable of this Python process, cannot be read.
@@ -90,6 +94,7 @@ def collect_inventory(
     the broker's.
     """
     collector = _Collector(env, root, cwd if cwd is not None else Path.cwd(), broker)
+    collector.build_ids = build_ids
     collector.collect(config)
     return collector.inventory
 
@@ -106,6 +111,8 @@ class _Collector:
         self.namespace = Namespace()
         self._written: dict[int, str] = {}
         self._openssl_dirs: OpenSSLDirs | None = None
+        self.build_ids = True
+        self._build_id_cache: dict[Path, str | None] = {}
 
         host = _host_program()
         main_info = _read_broker(broker) if broker is not None else None
@@ -168,7 +175,7 @@ class _Collector:
         # The loader is in every process before anything else, under its PT_INTERP path and
         # its soname, so libc's DT_NEEDED on it finds this copy.
         try:
-            info = read_elf(interpreter)
+            info = read_elf_fast(interpreter)
         except ElfError as error:
             self.inventory.warnings.append(f"the program interpreter cannot be read: {error}")
             return None
@@ -188,7 +195,7 @@ class _Collector:
                 "program interpreter",
                 False,
                 parent=str(self.broker),
-                build_id=interpreter.info.build_id,
+                build_id=self._build_id(interpreter.info),
             )
         )
 
@@ -517,8 +524,20 @@ class _Collector:
             problem=problem,
             note=note,
             plugin_api=api,
-            build_id=info.build_id if info is not None else None,
+            build_id=self._build_id(info) if info is not None else None,
         )
+
+    def _build_id(self, info: ElfInfo) -> str | None:
+        if not self.build_ids:
+            return None
+        if info.path not in self._build_id_cache:
+            try:
+                build_id = read_build_id(info.path)
+            except ElfError as error:
+                self.inventory.warnings.append(f"build id not read: {error}")
+                build_id = None
+            self._build_id_cache[info.path] = build_id
+        return self._build_id_cache[info.path]
 
     def _dependencies(self, root: LoadedObject, namespace: Namespace | None = None) -> None:
         found = self.resolver.load_dependencies(root, namespace or self.namespace)
@@ -560,7 +579,7 @@ def _host_program() -> ElfInfo:
     """Read the running Python interpreter, whose ELF type and loader the broker shares."""
     for candidate in (Path("/proc/self/exe"), Path(os.path.realpath(sys.executable))):
         try:
-            return read_elf(candidate)
+            return read_elf_fast(candidate)
         except ElfError:
             continue
     raise HostError(
@@ -571,7 +590,7 @@ def _host_program() -> ElfInfo:
 
 def _read_broker(broker: Path) -> ElfInfo:
     try:
-        return read_elf(broker)
+        return read_elf_fast(broker)
     except ElfError as error:
         raise HostError(
             f"cannot read the broker executable: {error}",

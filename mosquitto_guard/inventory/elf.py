@@ -1,10 +1,15 @@
 """Read the parts of an ELF shared object that decide what the dynamic loader does with it.
 
-Parsing is done by pyelftools. This module only adds what the loader checks on top: whether a
-candidate file matches the process (class, byte order, machine), the search-path tags, and the
-symbols the broker looks up. Like the loader, it takes these from the program headers
-(`PT_DYNAMIC`, `PT_INTERP`, `PT_NOTE`); pyelftools also reads the section headers to find the
-dynamic string table.
+`read_elf` parses with pyelftools. The inventory reads its files with the `struct`-based
+`fastelf.read_elf_fast`, which returns the same `ElfInfo` except the build id, because importing
+and running pyelftools costs too much of the launch's start-up budget (see that module). This
+module keeps what both readers share: the header checks, the target and the loader's verdicts.
+`read_build_id` and `read_elf` import pyelftools when they are called, never at import time.
+
+Both readers take what the loader checks from the program headers (`PT_DYNAMIC`, `PT_INTERP`,
+`PT_NOTE`): whether a candidate file matches the process (class, byte order, machine), the
+search-path tags, and the symbols the broker looks up. pyelftools also reads the section headers
+to find the dynamic string table.
 
 Every failure to read a file is an `ElfError` whose message names what is wrong with it (not
 found, a directory, not ELF, truncated), never a traceback.
@@ -19,17 +24,14 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from elftools.common.exceptions import ELFError, ELFParseError
-from elftools.construct.core import ConstructError
-from elftools.elf.dynamic import DynamicSegment
-from elftools.elf.elffile import ELFFile
-from elftools.elf.enums import ENUM_E_MACHINE
-from elftools.elf.hash import ELFHashTable, GNUHashTable
-from elftools.elf.segments import InterpSegment, NoteSegment
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from mosquitto_guard.errors import VerificationError
+
+if TYPE_CHECKING:
+    from elftools.elf.dynamic import DynamicSegment
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import NoteSegment
 
 # `DT_FLAGS_1` bits from <elf.h>.
 DF_1_NODEFLIB = 0x00000800
@@ -45,11 +47,18 @@ _ACCEPTED_OSABI = frozenset({"ELFOSABI_SYSV", "ELFOSABI_LINUX"})
 _ELF_MAGIC = b"\x7fELF"
 _ELF64_HEADER = 64
 # Reading stops after this many dynamic tags, so a file without DT_NULL cannot loop for long.
-_MAX_DYNAMIC_TAGS = 100_000
-_PARSE_ERRORS = (
-    ELFError,
-    ELFParseError,
-    ConstructError,
+MAX_DYNAMIC_TAGS = 100_000
+# Symbol bindings that `dlsym` finds: STB_GLOBAL, STB_WEAK and STB_GNU_UNIQUE (<elf.h>).
+EXPORTED_BINDINGS = frozenset({1, 2, 10})
+
+# The pyelftools names of the header values that Linux objects carry, so that naming them imports
+# no pyelftools; `_enum_name` looks any other value up in pyelftools' own tables.
+_COMMON_NAMES: dict[str, dict[int, str]] = {
+    "ENUM_E_MACHINE": {3: "EM_386", 62: "EM_X86_64", 183: "EM_AARCH64"},
+    "ENUM_E_TYPE": {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"},
+    "ENUM_EI_OSABI": {0: "ELFOSABI_SYSV", 3: "ELFOSABI_LINUX"},
+}
+_STANDARD_PARSE_ERRORS = (
     struct.error,
     ValueError,
     IndexError,
@@ -63,6 +72,8 @@ _PARSE_ERRORS = (
     OSError,
     # pyelftools checks some of its own state with assert.
     AssertionError,
+    # A hash table with no buckets or no bloom words makes pyelftools divide by zero.
+    ZeroDivisionError,
 )
 
 
@@ -129,31 +140,71 @@ def read_target(path: Path) -> ElfTarget:
 
     Raises `ElfError` when the file cannot be opened or is not ELF.
     """
-    with _open_regular(path) as stream:
-        header = _read_identity(path, stream)
-        return _target_from_header(header)
+    fd = open_regular(path)
+    try:
+        return target_from_header(read_identity(path, os.pread(fd, _ELF64_HEADER, 0)))
+    finally:
+        os.close(fd)
 
 
 def read_elf(path: Path, symbols: Iterable[str] = ()) -> ElfInfo:
-    """Read `path` and return what the loader needs from it.
+    """Read `path` with pyelftools and return what the loader needs from it.
 
     `symbols` are looked up in the dynamic symbol table through the object's hash table, as
     `dlsym` does; the ones defined there are returned in `ElfInfo.exported`. Raises `ElfError`
     when the file cannot be read or is malformed.
     """
-    with _open_regular(path) as stream:
+    from elftools.elf.elffile import ELFFile
+
+    with _RegularFile(open_regular(path)) as stream:
         status = os.fstat(stream.fileno())
         size = status.st_size
         identity = (status.st_dev, status.st_ino)
-        header = _read_identity(path, stream)
+        header = read_identity(path, stream.read(_ELF64_HEADER))
+        stream.seek(0)
         try:
             elf = ELFFile(stream)
             _check_tables(path, elf, size)
             return _read_details(path, elf, tuple(symbols), header, identity)
         except ElfError:
             raise
-        except _PARSE_ERRORS as error:
+        except _pyelftools_errors() as error:
             raise ElfError(f"{path}: truncated or malformed ELF file ({error})") from error
+
+
+def read_build_id(path: Path) -> str | None:
+    """Return the GNU build id of `path` from its `PT_NOTE` segments, read with pyelftools.
+
+    Returns None when the file has no build id. Raises `ElfError` when the file cannot be read
+    or is malformed.
+    """
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.segments import NoteSegment
+
+    with _RegularFile(open_regular(path)) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        read_identity(path, stream.read(_ELF64_HEADER))
+        stream.seek(0)
+        try:
+            elf = ELFFile(stream)
+            _check_tables(path, elf, size)
+            for segment in elf.iter_segments():
+                if isinstance(segment, NoteSegment):
+                    build_id = _build_id(segment)
+                    if build_id is not None:
+                        return build_id
+            return None
+        except ElfError:
+            raise
+        except _pyelftools_errors() as error:
+            raise ElfError(f"{path}: truncated or malformed ELF file ({error})") from error
+
+
+def _pyelftools_errors() -> tuple[type[BaseException], ...]:
+    from elftools.common.exceptions import ELFError, ELFParseError
+    from elftools.construct.core import ConstructError
+
+    return (ELFError, ELFParseError, ConstructError, *_STANDARD_PARSE_ERRORS)
 
 
 def plugin_api(info: ElfInfo) -> str:
@@ -170,10 +221,10 @@ def plugin_api(info: ElfInfo) -> str:
 
 
 class _RegularFile:
-    """An open, regular file; a context manager that closes it."""
+    """A buffered reader over a descriptor from `open_regular`; a context manager that closes it."""
 
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
+    def __init__(self, fd: int) -> None:
+        self.stream: BinaryIO = os.fdopen(fd, "rb")
 
     def __enter__(self) -> BinaryIO:
         return self.stream
@@ -182,7 +233,12 @@ class _RegularFile:
         self.stream.close()
 
 
-def _open_regular(path: Path) -> _RegularFile:
+def open_regular(path: Path) -> int:
+    """Open `path` for reading and return the descriptor, which the caller must close.
+
+    Raises `ElfAccessError` when this process may not open the file, and `ElfError` when it
+    does not exist or is not a regular file.
+    """
     # O_NONBLOCK keeps a FIFO from blocking the open. The type is checked on the open
     # descriptor, so a file swapped in after a path check cannot slip through.
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
@@ -205,12 +261,15 @@ def _open_regular(path: Path) -> _RegularFile:
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise ElfError(f"{path}: is not a regular file")
-    return _RegularFile(os.fdopen(fd, "rb"))
+    return fd
 
 
-def _read_identity(path: Path, stream: BinaryIO) -> bytes:
-    header = stream.read(_ELF64_HEADER)
-    stream.seek(0)
+def read_identity(path: Path, header: bytes) -> bytes:
+    """Check the first 64 bytes of a file as the loader does and return them.
+
+    Raises `ElfError` for a file shorter than a 64-bit ELF header, a wrong magic number, or an
+    unknown class or data encoding.
+    """
     # The loader reads a whole 64-bit header first and reports a shorter file as too short,
     # whatever its content.
     if len(header) < _ELF64_HEADER:
@@ -224,33 +283,76 @@ def _read_identity(path: Path, stream: BinaryIO) -> bytes:
     return header
 
 
-def _target_from_header(header: bytes) -> ElfTarget:
+def target_from_header(header: bytes) -> ElfTarget:
+    """Return the class, byte order and machine of a header that `read_identity` accepted."""
     elf_class = 32 if header[4] == 1 else 64
     little_endian = header[5] == 1
     (machine_code,) = struct.unpack_from("<H" if little_endian else ">H", header, 18)
-    return ElfTarget(elf_class, little_endian, _machine_name(machine_code))
+    return ElfTarget(elf_class, little_endian, machine_name(machine_code))
 
 
-def _machine_name(code: int) -> str:
-    # pyelftools' own table, so names match `ELFFile['e_machine']`.
+def machine_name(code: int) -> str:
+    """Return the pyelftools name of `e_machine` value `code`, such as `EM_X86_64`.
+
+    A code pyelftools does not know is named `EM_<code>`.
+    """
+    common = _COMMON_NAMES["ENUM_E_MACHINE"].get(code)
+    if common is not None:
+        return common
+    from elftools.elf.enums import ENUM_E_MACHINE
+
+    # The first name wins where pyelftools gives a value two names.
     for name, value in ENUM_E_MACHINE.items():
         if value == code and name != "_default_":
             return str(name)
     return f"EM_{code}"
 
 
-def _check_tables(path: Path, elf: ELFFile, size: int) -> None:
-    """Reject header tables that point past the end of the file before pyelftools walks them."""
-    ph_end = elf["e_phoff"] + elf["e_phnum"] * elf["e_phentsize"]
-    if elf["e_phnum"] and ph_end > size:
+def enum_name(table: str, value: int) -> str:
+    """Return the name pyelftools parses `value` of the header field `table` into.
+
+    `table` is `ENUM_E_TYPE` or `ENUM_EI_OSABI`. A value pyelftools does not name is returned
+    as its decimal digits, as `str()` of pyelftools' parsed value is.
+    """
+    common = _COMMON_NAMES[table].get(value)
+    if common is not None:
+        return common
+    from elftools.elf import enums
+
+    # pyelftools decodes through a reversed mapping, so the last name of a value wins.
+    names = {number: name for name, number in getattr(enums, table).items()}
+    return str(names.get(value, value))
+
+
+def check_header_tables(
+    path: Path, size: int, program_headers: tuple[int, int, int], sections: tuple[int, int, int]
+) -> None:
+    """Reject header tables that point past the end of a file of `size` bytes.
+
+    `program_headers` is `(e_phoff, e_phnum, e_phentsize)`; `sections` is `(e_shoff, the number
+    of sections, e_shentsize)`. Raises `ElfError` naming the end of the table that lies outside.
+    """
+    ph_offset, ph_count, ph_entry = program_headers
+    ph_end = ph_offset + ph_count * ph_entry
+    if ph_count and ph_end > size:
         raise ElfError(f"{path}: truncated: program headers end at {ph_end}, file has {size} bytes")
     # NOTE: the loader never reads section headers, but pyelftools looks up the dynamic string
     # table through them, so a broken section header table is rejected here although ld.so
     # would still load the file.
-    sh_count = elf.num_sections()
-    sh_end = elf["e_shoff"] + sh_count * elf["e_shentsize"]
+    sh_offset, sh_count, sh_entry = sections
+    sh_end = sh_offset + sh_count * sh_entry
     if sh_count and sh_end > size:
         raise ElfError(f"{path}: truncated: section headers end at {sh_end}, file has {size} bytes")
+
+
+def _check_tables(path: Path, elf: ELFFile, size: int) -> None:
+    """Reject header tables that point past the end of the file before pyelftools walks them."""
+    check_header_tables(
+        path,
+        size,
+        (elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"]),
+        (elf["e_shoff"], elf.num_sections(), elf["e_shentsize"]),
+    )
 
 
 def _read_details(
@@ -264,6 +366,9 @@ def _read_details(
     interpreter: str | None = None
     build_id: str | None = None
     exported: set[str] = set()
+    from elftools.elf.dynamic import DynamicSegment
+    from elftools.elf.segments import InterpSegment, NoteSegment
+
     for segment in elf.iter_segments():
         if isinstance(segment, InterpSegment):
             interpreter = segment.get_interp_name()
@@ -285,7 +390,7 @@ def _read_details(
             exported |= {name for name in symbols if _exports(elf, segment, name)}
     return ElfInfo(
         path=path,
-        target=_target_from_header(header),
+        target=target_from_header(header),
         file_type=str(elf["e_type"]),
         osabi=str(elf["e_ident"]["EI_OSABI"]),
         needed=tuple(needed),
@@ -304,9 +409,9 @@ def _dynamic_tags(path: Path, segment: DynamicSegment) -> list[Any]:
     tags = []
     for tag in segment.iter_tags():
         tags.append(tag)
-        if len(tags) > _MAX_DYNAMIC_TAGS:
+        if len(tags) > MAX_DYNAMIC_TAGS:
             raise ElfError(
-                f"{path}: malformed dynamic section: no DT_NULL within {_MAX_DYNAMIC_TAGS} tags"
+                f"{path}: malformed dynamic section: no DT_NULL within {MAX_DYNAMIC_TAGS} tags"
             )
     return tags
 
@@ -323,12 +428,16 @@ def _exports(elf: ELFFile, segment: DynamicSegment, name: str) -> bool:
     if symbol is None:
         return False
     defined = symbol["st_shndx"] != "SHN_UNDEF"
-    visible = symbol["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK", "STB_GNU_UNIQUE")
+    # pyelftools names binding 10, STB_GNU_UNIQUE in <elf.h>, after the start of the OS range:
+    # STB_LOOS.
+    visible = symbol["st_info"]["bind"] in ("STB_GLOBAL", "STB_WEAK", "STB_LOOS")
     return bool(defined and visible)
 
 
 def _hash_lookup(elf: ELFFile, segment: DynamicSegment, name: str) -> Any:
     """Find `name` through the object's hash table, the only way the loader finds symbols."""
+    from elftools.elf.hash import ELFHashTable, GNUHashTable
+
     _, gnu_offset = segment.get_table_offset("DT_GNU_HASH")
     if gnu_offset is not None:
         # Each step of the GNU chain walk reads further into the file, so it ends at EOF.

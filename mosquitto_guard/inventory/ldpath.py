@@ -52,9 +52,9 @@ from mosquitto_guard.inventory.elf import (
     ElfTarget,
     fatal_header_problem,
     loader_rejection,
-    read_elf,
     read_target,
 )
+from mosquitto_guard.inventory.fastelf import read_elf_fast
 
 logger = logging.getLogger(__name__)
 
@@ -689,7 +689,7 @@ class LibraryResolver:
             reason, fatal = rejection
             return _Candidate(fatal=f"{path}: {reason}") if fatal else _Candidate(skip=reason)
         try:
-            info = read_elf(path, PLUGIN_SYMBOLS)
+            info = read_elf_fast(path, PLUGIN_SYMBOLS)
         except ElfError as error:
             return _Candidate(fatal=str(error))
         problem = fatal_header_problem(info)

@@ -59,3 +59,30 @@ def environment_problems(env: Mapping[str, str]) -> list[str]:
                 "id of an unprivileged account, or unset it"
             )
     return problems
+
+
+# Variables that make the dynamic loader or the Python interpreter run code in mosquitto-guard's
+# own process before any check, in the process that then becomes the broker. Removing them from
+# the broker's environment is too late: a library named by LD_PRELOAD, or a sitecustomize module
+# found through PYTHONPATH, has already run as root.
+LAUNCHER_CODE_VARIABLES = (
+    "LD_PRELOAD",
+    "LD_AUDIT",
+    "LD_LIBRARY_PATH",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONEXECUTABLE",
+)
+
+
+def launcher_problems(env: Mapping[str, str]) -> list[str]:
+    """Return one message for each variable that loaded code into this launcher itself."""
+    return [
+        f"environment: {name} is set for mosquitto-guard itself, so code it names ran inside "
+        "this process before any check; fix: remove it from the service environment (the "
+        "drop-in printed by `mosquitto-guard systemd-unit` unsets it)"
+        for name in LAUNCHER_CODE_VARIABLES
+        if env.get(name)
+    ]

@@ -44,13 +44,15 @@ def check_path(path: Path, *, allow_symlinks: bool) -> list[PathProblem]:
     """
     if not path.is_absolute():
         raise ValueError(f"check_path needs an absolute path, got {path}")
+    parts = list(Path(path).parts[1:])
+    if not allow_symlinks and ".." in parts:
+        # The kernel applies ".." after following symlinks, so "link/../x" names a different
+        # file than the text suggests; a verified path must say what it means.
+        real = os.path.realpath(path)
+        return [PathProblem(path, "contains '..'", f"name the real path {real} instead")]
     problems: list[PathProblem] = []
-    _walk(
-        _Walk(path, allow_symlinks, problems),
-        Path("/"),
-        list(Path(os.path.normpath(path)).parts[1:]),
-        0,
-    )
+    # No normpath here: ".." is resolved during the walk, after any symlink before it.
+    _walk(_Walk(path, allow_symlinks, problems), Path("/"), parts, 0)
     return problems
 
 
@@ -151,11 +153,12 @@ def _check_owner_and_mode(
 def is_inside(path: Path, directories: list[Path]) -> bool:
     """Return True when `path` lies inside one of `directories` or their subdirectories.
 
-    `path` is compared as written, so callers must first make sure it holds no symlink. Each
+    `path` is compared as written, so callers must first make sure it holds no symlink and no
+    "..", which `check_path(path, allow_symlinks=False)` rejects. Each
     directory is compared both as written and with its symlinks resolved, so that a policy may
     name `/lib/x86_64-linux-gnu` on a system where `/lib` links to `/usr/lib`.
     """
-    normal = Path(os.path.normpath(path))
+    normal = Path(path)
     for directory in directories:
         for base in {Path(os.path.normpath(directory)), Path(os.path.realpath(directory))}:
             if normal == base or base in normal.parents:

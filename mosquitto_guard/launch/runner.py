@@ -111,7 +111,8 @@ def prepare_launch(
     if config is not None:
         plan.problems += _user_problems(config)
     # Step 5: the inventory.
-    inventory = collect_inventory(config, plan.env, cwd=Path.cwd())
+    # The checks below use no build id; reading them would import pyelftools for nothing.
+    inventory = collect_inventory(config, plan.env, cwd=Path.cwd(), build_ids=False)
     for item in inventory.items:
         _check_item(item, config, context)
     # Step 6: the sealed, flattened config.

@@ -29,6 +29,10 @@ line break), so every valid signature has one accepted encoding.
 
 Keys: ed25519 signs and verifies. ecdsa-sha2-nistp256/384/521 and ssh-rsa (with rsa-sha2-512 or
 rsa-sha2-256 signatures) also sign and verify. Every failure raises `SignatureError`.
+
+`cryptography`'s ECDSA, RSA and serialization modules are imported only by the functions that
+handle such keys, so that verifying an ed25519 signature, the common case at every broker
+start, imports just the ed25519 module.
 """
 
 from __future__ import annotations
@@ -39,16 +43,16 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mosquitto_guard.errors import SignatureError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 MAGIC = b"SSHSIG"
 SIGNATURE_VERSION = 1
@@ -68,22 +72,43 @@ SIGNING_HASH_ALGORITHM = "sha512"
 
 ED25519 = "ssh-ed25519"
 RSA = "ssh-rsa"
-ECDSA_CURVES: dict[str, tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]] = {
-    "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), hashes.SHA256()),
-    "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), hashes.SHA384()),
-    "ecdsa-sha2-nistp521": ("nistp521", ec.SECP521R1(), hashes.SHA512()),
+# Key type -> (curve name in the key blob, `cryptography` curve class, hash class), by name so
+# that the ECDSA module is imported only for an ECDSA key; `_ecdsa_curve` looks them up.
+ECDSA_CURVES: dict[str, tuple[str, str, str]] = {
+    "ecdsa-sha2-nistp256": ("nistp256", "SECP256R1", "SHA256"),
+    "ecdsa-sha2-nistp384": ("nistp384", "SECP384R1", "SHA384"),
+    "ecdsa-sha2-nistp521": ("nistp521", "SECP521R1", "SHA512"),
 }
-RSA_SIGNATURE_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "rsa-sha2-512": hashes.SHA512(),
-    "rsa-sha2-256": hashes.SHA256(),
+# RSA signature type -> `cryptography` hash class name.
+RSA_SIGNATURE_HASHES: dict[str, str] = {
+    "rsa-sha2-512": "SHA512",
+    "rsa-sha2-256": "SHA256",
 }
 # OpenSSH accepts RSA keys from 1024 bits; 1024-bit keys are too weak to trust a plugin with.
 RSA_MIN_BITS = 2048
 RSA_MAX_BITS = 16384
 SUPPORTED_KEY_TYPES = (ED25519, *ECDSA_CURVES, RSA)
 
-VerifyingKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-SigningKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+VerifyingKey: TypeAlias = "ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey"
+SigningKey: TypeAlias = "ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey"
+
+
+def _ecdsa_curve(key_type: str) -> tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]:
+    """Return the curve name, curve and hash of ECDSA key type `key_type`."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    curve_name, curve_class, hash_class = ECDSA_CURVES[key_type]
+    curve: ec.EllipticCurve = getattr(ec, curve_class)()
+    hash_algorithm: hashes.HashAlgorithm = getattr(hashes, hash_class)()
+    return curve_name, curve, hash_algorithm
+
+
+def _rsa_signature_hash(signature_type: str) -> hashes.HashAlgorithm:
+    from cryptography.hazmat.primitives import hashes
+
+    hash_algorithm: hashes.HashAlgorithm = getattr(hashes, RSA_SIGNATURE_HASHES[signature_type])()
+    return hash_algorithm
 
 
 class WireReader:
@@ -213,7 +238,9 @@ def parse_public_key_blob(blob: bytes) -> SshPublicKey:
 
 
 def _read_ecdsa_key(reader: WireReader, key_type: str) -> ec.EllipticCurvePublicKey:
-    curve_name, curve, _ = ECDSA_CURVES[key_type]
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    curve_name, curve, _ = _ecdsa_curve(key_type)
     identifier = reader.read_text("curve name", 64)
     if identifier != curve_name:
         raise SignatureError(
@@ -231,6 +258,9 @@ def _read_ecdsa_key(reader: WireReader, key_type: str) -> ec.EllipticCurvePublic
 
 
 def _read_rsa_key(reader: WireReader) -> rsa.RSAPublicKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     exponent = reader.read_mpint("rsa exponent", 16)
     modulus = reader.read_mpint("rsa modulus", RSA_MAX_BITS // 8 + 1)
     bits = modulus.bit_length()
@@ -406,20 +436,46 @@ def _verify_inner(public_key: SshPublicKey, encoded: bytes, to_verify: bytes) ->
         if isinstance(key, ed25519.Ed25519PublicKey):
             _expect_type(signature_type, (ED25519,))
             key.verify(raw, to_verify)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
-            _expect_type(signature_type, (public_key.key_type,))
-            _, _, hash_algorithm = ECDSA_CURVES[public_key.key_type]
-            key.verify(_decode_ecdsa(raw), to_verify, ec.ECDSA(hash_algorithm))
+        elif public_key.key_type in ECDSA_CURVES:
+            _verify_ecdsa(public_key, signature_type, raw, to_verify)
         else:
-            _expect_type(signature_type, tuple(RSA_SIGNATURE_HASHES))
-            modulus_bytes = (key.key_size + 7) // 8
-            if len(raw) > modulus_bytes:
-                raise failure
-            # OpenSSH pads a short RSA signature to the modulus length before checking it.
-            padded = raw.rjust(modulus_bytes, b"\x00")
-            key.verify(padded, to_verify, padding.PKCS1v15(), RSA_SIGNATURE_HASHES[signature_type])
+            _verify_rsa(public_key, signature_type, raw, to_verify, failure)
     except InvalidSignature:
         raise failure from None
+
+
+def _verify_ecdsa(
+    public_key: SshPublicKey, signature_type: str, raw: bytes, to_verify: bytes
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = public_key.key
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise SignatureError(f"SSH key type {public_key.key_type} holds no ecdsa key")
+    _expect_type(signature_type, (public_key.key_type,))
+    _, _, hash_algorithm = _ecdsa_curve(public_key.key_type)
+    key.verify(_decode_ecdsa(raw), to_verify, ec.ECDSA(hash_algorithm))
+
+
+def _verify_rsa(
+    public_key: SshPublicKey,
+    signature_type: str,
+    raw: bytes,
+    to_verify: bytes,
+    failure: SignatureError,
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = public_key.key
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise SignatureError(f"SSH key type {public_key.key_type} holds no rsa key")
+    _expect_type(signature_type, tuple(RSA_SIGNATURE_HASHES))
+    modulus_bytes = (key.key_size + 7) // 8
+    if len(raw) > modulus_bytes:
+        raise failure
+    # OpenSSH pads a short RSA signature to the modulus length before checking it.
+    padded = raw.rjust(modulus_bytes, b"\x00")
+    key.verify(padded, to_verify, padding.PKCS1v15(), _rsa_signature_hash(signature_type))
 
 
 def _expect_type(signature_type: str, allowed: tuple[str, ...]) -> None:
@@ -431,6 +487,8 @@ def _expect_type(signature_type: str, allowed: tuple[str, ...]) -> None:
 
 
 def _decode_ecdsa(raw: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     reader = WireReader(raw, "ecdsa signature")
     r = reader.read_mpint("r", 67)
     s = reader.read_mpint("s", 67)
@@ -440,6 +498,8 @@ def _decode_ecdsa(raw: bytes) -> bytes:
 
 def public_key_of(private_key: SigningKey) -> SshPublicKey:
     """Return the SSH public key of a `cryptography` private key."""
+    from cryptography.hazmat.primitives import serialization
+
     line = (
         private_key.public_key()
         .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
@@ -459,10 +519,14 @@ def sign(private_key: SigningKey, message: bytes, namespace: str) -> bytes:
         raise ValueError(f"invalid SSHSIG namespace {namespace!r}")
     public_key = public_key_of(private_key)
     to_sign = signed_data(namespace, SIGNING_HASH_ALGORITHM, message)
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
     if isinstance(private_key, ed25519.Ed25519PrivateKey):
         inner = encode_string(ED25519.encode()) + encode_string(private_key.sign(to_sign))
     elif isinstance(private_key, ec.EllipticCurvePrivateKey):
-        _, _, hash_algorithm = ECDSA_CURVES[public_key.key_type]
+        _, _, hash_algorithm = _ecdsa_curve(public_key.key_type)
         r, s = decode_dss_signature(private_key.sign(to_sign, ec.ECDSA(hash_algorithm)))
         inner = encode_string(public_key.key_type.encode()) + encode_string(
             encode_mpint(r) + encode_mpint(s)

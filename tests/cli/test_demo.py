@@ -9,8 +9,12 @@ from pathlib import Path
 
 
 def test_demo_runs_broker_and_shows_both_rejections() -> None:
-    result = subprocess.run([sys.executable, "-m", "mosquitto_guard", "demo"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "mosquitto_guard", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "subscriber received 'hello through a verified broker' on demo/hello" in out

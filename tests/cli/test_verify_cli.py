@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from support import Guard
 
 from mosquitto_guard.cli import main
-from support import Guard
 
 
 def test_verify_plugin_reports_signer(guard: Guard, capsys: pytest.CaptureFixture[str]) -> None:
@@ -24,8 +24,9 @@ def test_verify_plugin_rejects_unsigned(guard: Guard, capsys: pytest.CaptureFixt
     assert f"mosquitto-guard: rejected: {plugin}: no manifest in" in err
 
 
-def test_verify_config_checks_without_starting(guard: Guard,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_config_checks_without_starting(
+    guard: Guard, capsys: pytest.CaptureFixture[str]
+) -> None:
     plugin = guard.build("good.so")
     guard.sign(plugin, "good", 1, "alice")
     config = guard.config(f"plugin {plugin}")

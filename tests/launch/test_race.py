@@ -61,8 +61,10 @@ def prepare(guard: Guard, safe_dir: Path) -> tuple[Path, Path, Path, Path, Path]
     builds = safe_dir / "builds"
     builds.mkdir(mode=0o755)
     good = guard.build("good-build.so", {"MARKER_FILE": c_string(str(good_mark))})
-    evil = guard.build("evil-build.so", {"MARKER_FILE": c_string(str(evil_mark)),
-                                         "MARKER_TEXT": c_string("evil\n")})
+    evil = guard.build(
+        "evil-build.so",
+        {"MARKER_FILE": c_string(str(evil_mark)), "MARKER_TEXT": c_string("evil\n")},
+    )
     good = Path(shutil.move(good, builds / "good.so"))
     evil = Path(shutil.move(evil, builds / "evil.so"))
     target = guard.plugins / "swapped.so"

@@ -16,27 +16,39 @@ from support import (
     stop_process,
     wait_for_port,
 )
+
 from mosquitto_guard.demo import publish_and_receive
 
 
-def start(guard: Guard, config: Path, processes: list[subprocess.Popen[bytes]],
-          *options: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(guard.run_argv(config, *options), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env)
+def start(
+    guard: Guard,
+    config: Path,
+    processes: list[subprocess.Popen[bytes]],
+    *options: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        guard.run_argv(config, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     processes.append(process)
     assert wait_for_port(guard.port, process), process.communicate()[1].decode()
     return process
 
 
 def rejected_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
-    return [line for line in result.stderr.splitlines() if line.startswith("mosquitto-guard: rejected:")]
+    return [
+        line for line in result.stderr.splitlines() if line.startswith("mosquitto-guard: rejected:")
+    ]
 
 
 def test_run_serves_clients_through_verified_dynsec(guard: Guard, processes: list) -> None:
     dynsec_file = guard.root / "broker" / "dynsec.json"
     dynsec_file.parent.mkdir()
-    subprocess.run(["mosquitto_ctrl", "dynsec", "init", str(dynsec_file), "admin", "adminpw"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mosquitto_ctrl", "dynsec", "init", str(dynsec_file), "admin", "adminpw"],
+        check=True,
+        capture_output=True,
+    )
     broker_user_can_write(dynsec_file.parent)
     broker_user_can_write(dynsec_file)
     guard.sign(DYNSEC_PLUGIN, "dynamic-security", 1, "alice", "--option", "config_file")
@@ -45,19 +57,43 @@ def test_run_serves_clients_through_verified_dynsec(guard: Guard, processes: lis
 
     assert os.readlink(f"/proc/{process.pid}/exe") == "/usr/sbin/mosquitto"
     connect = ["-h", "127.0.0.1", "-p", str(guard.port), "-u", "admin", "-P", "adminpw"]
-    for action in (["createClient", "carol", "-p", "carolpw"], ["createRole", "r"],
-                   ["addRoleACL", "r", "publishClientSend", "t/#", "allow"],
-                   ["addRoleACL", "r", "subscribePattern", "t/#", "allow"],
-                   ["addRoleACL", "r", "publishClientReceive", "t/#", "allow"],
-                   ["addClientRole", "carol", "r"]):
-        subprocess.run(["mosquitto_ctrl", *connect, "dynsec", *action], check=True,
-                       capture_output=True, timeout=20)
+    for action in (
+        ["createClient", "carol", "-p", "carolpw"],
+        ["createRole", "r"],
+        ["addRoleACL", "r", "publishClientSend", "t/#", "allow"],
+        ["addRoleACL", "r", "subscribePattern", "t/#", "allow"],
+        ["addRoleACL", "r", "publishClientReceive", "t/#", "allow"],
+        ["addClientRole", "carol", "r"],
+    ):
+        subprocess.run(
+            ["mosquitto_ctrl", *connect, "dynsec", *action],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
     # publish_and_receive uses topic demo/hello, so give carol that topic too.
-    subprocess.run(["mosquitto_ctrl", *connect, "dynsec", "addRoleACL", "r", "publishClientSend",
-                    "demo/#", "allow"], check=True, capture_output=True, timeout=20)
+    subprocess.run(
+        [
+            "mosquitto_ctrl",
+            *connect,
+            "dynsec",
+            "addRoleACL",
+            "r",
+            "publishClientSend",
+            "demo/#",
+            "allow",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=20,
+    )
     for acl in ("subscribePattern", "publishClientReceive"):
-        subprocess.run(["mosquitto_ctrl", *connect, "dynsec", "addRoleACL", "r", acl, "demo/#",
-                        "allow"], check=True, capture_output=True, timeout=20)
+        subprocess.run(
+            ["mosquitto_ctrl", *connect, "dynsec", "addRoleACL", "r", acl, "demo/#", "allow"],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        )
     assert publish_and_receive(guard.port, "carol", "carolpw") == "hello through a verified broker"
     stop_process(process)
     log = process.communicate()[1].decode()
@@ -73,8 +109,9 @@ def test_run_leaves_no_python_process_and_keeps_pid(guard: Guard, processes: lis
     assert children == []
 
 
-def test_run_broker_notifies_readiness_from_same_pid(guard: Guard, processes: list,
-                                                     tmp_path: Path) -> None:
+def test_run_broker_notifies_readiness_from_same_pid(
+    guard: Guard, processes: list, tmp_path: Path
+) -> None:
     plugin = guard.build("good.so")
     guard.sign(plugin, "good", 1, "alice")
     notify_path = guard.root / "notify.sock"
@@ -84,14 +121,21 @@ def test_run_broker_notifies_readiness_from_same_pid(guard: Guard, processes: li
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
     sock.settimeout(15)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path))
-    process = subprocess.Popen(guard.run_argv(guard.config(f"plugin {plugin}")), env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        guard.run_argv(guard.config(f"plugin {plugin}")),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     processes.append(process)
     message, ancillary, _, _ = sock.recvmsg(4096, socket.CMSG_SPACE(12))
     sock.close()
     assert b"READY=1" in message
-    credentials = [data for level, kind, data in ancillary
-                   if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+    credentials = [
+        data
+        for level, kind, data in ancillary
+        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+    ]
     sender_pid = int.from_bytes(credentials[0][:4], "little")
     assert sender_pid == process.pid
 
@@ -99,16 +143,48 @@ def test_run_broker_notifies_readiness_from_same_pid(guard: Guard, processes: li
 def test_run_removes_code_loading_environment(guard: Guard, processes: list) -> None:
     plugin = guard.build("good.so")
     guard.sign(plugin, "good", 1, "alice")
-    env = dict(os.environ, LD_PRELOAD="/nonexistent/evil.so", LD_LIBRARY_PATH="/tmp",
-               OPENSSL_CONF="/tmp/evil.cnf", OPENSSL_ENGINES="/tmp",
-               MOSQUITTO_UNSAFE_ALLOW_SYMLINKS="1", KEEP_ME="yes")
+    env = dict(
+        os.environ,
+        LD_BIND_NOW="1",
+        GCONV_PATH="/tmp",
+        OPENSSL_CONF="/tmp/evil.cnf",
+        OPENSSL_ENGINES="/tmp",
+        MOSQUITTO_UNSAFE_ALLOW_SYMLINKS="1",
+        KEEP_ME="yes",
+    )
     process = start(guard, guard.config(f"plugin {plugin}"), processes, env=env)
-    names = {entry.split(b"=", 1)[0].decode()
-             for entry in Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0") if entry}
+    names = {
+        entry.split(b"=", 1)[0].decode()
+        for entry in Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        if entry
+    }
     assert "KEEP_ME" in names
-    for removed in ("LD_PRELOAD", "LD_LIBRARY_PATH", "OPENSSL_CONF", "OPENSSL_ENGINES",
-                    "MOSQUITTO_UNSAFE_ALLOW_SYMLINKS"):
+    for removed in (
+        "LD_BIND_NOW",
+        "GCONV_PATH",
+        "OPENSSL_CONF",
+        "OPENSSL_ENGINES",
+        "MOSQUITTO_UNSAFE_ALLOW_SYMLINKS",
+    ):
         assert removed not in names
+
+
+def test_run_rejects_code_loaded_into_launcher(guard: Guard) -> None:
+    plugin = guard.build("good.so")
+    guard.sign(plugin, "good", 1, "alice")
+    config = guard.config(f"plugin {plugin}")
+    for variable, value in (
+        ("LD_PRELOAD", "/nonexistent/evil.so"),
+        ("LD_LIBRARY_PATH", "/tmp"),
+        ("PYTHONPATH", "/tmp"),
+    ):
+        result = guard.run(config, "--permissive", env=dict(os.environ, **{variable: value}))
+        assert result.returncode == 1
+        [line] = rejected_lines(result)
+        assert (
+            f"environment: {variable} is set for mosquitto-guard itself, so code it names ran "
+            "inside this process before any check"
+        ) in line
 
 
 def test_run_rejects_unsigned_plugin(guard: Guard) -> None:
@@ -180,7 +256,7 @@ def test_run_rejects_trailing_comment_on_plugin_line(guard: Guard) -> None:
     result = guard.run(config)
     assert result.returncode == 1
     [line] = rejected_lines(result)
-    assert f"contains '#'; Mosquitto reads a trailing comment as part of the path" in line
+    assert "contains '#'; Mosquitto reads a trailing comment as part of the path" in line
     assert f"{config}:5" in line
 
 
@@ -194,9 +270,11 @@ def test_run_rejects_user_root(guard: Guard) -> None:
 
 def test_run_rejects_root_keeping_environment(guard: Guard) -> None:
     config = guard.config()
-    for variable, expected in (("SNAP_NAME", "SNAP_NAME='mosquitto' makes the broker skip"),
-                               ("PUID", "PUID=0 keeps the broker running as root"),
-                               ("PGID", "PGID=0 keeps the broker running as root")):
+    for variable, expected in (
+        ("SNAP_NAME", "SNAP_NAME='mosquitto' makes the broker skip"),
+        ("PUID", "PUID=0 keeps the broker running as root"),
+        ("PGID", "PGID=0 keeps the broker running as root"),
+    ):
         value = "mosquitto" if variable == "SNAP_NAME" else "0"
         result = guard.run(config, env=dict(os.environ, **{variable: value}))
         assert result.returncode == 1

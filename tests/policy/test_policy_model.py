@@ -221,7 +221,7 @@ def test_group_writable_policy_rejected(tmp_path: Path, keys: dict[str, PublicKe
 
 def test_world_writable_key_file_rejected(tmp_path: Path, keys: dict[str, PublicKey]) -> None:
     key_file = tmp_path / "keys" / "ops.pub"
-    os.chmod(key_file, 0o666)  # noqa: S103 (the unsafe mode is what this test checks)
+    os.chmod(key_file, 0o666)
     path = write_policy(
         tmp_path, 'format_version = 1\n[[keys]]\nname = "ops"\nfile = "keys/ops.pub"\n'
     )
