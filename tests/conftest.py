@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -11,6 +12,14 @@ from pathlib import Path
 
 import pytest
 from support import SAFE_BASE, Guard, free_port, stop_process
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_safe_base() -> Iterator[None]:
+    """Remove the shared parent of the `safe_dir` directories once the session ends."""
+    yield
+    with contextlib.suppress(OSError):
+        SAFE_BASE.rmdir()  # only when empty: another test run may be using it
 
 
 @pytest.fixture

@@ -89,7 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(args_list)
     except SystemExit as exit_:
-        return int(exit_.code or 0) if exit_.code in (0, None) else 2
+        if exit_.code in (0, None):
+            return 0
+        if find_command(args_list) == "run" and "--" not in args_list:
+            print(
+                "mosquitto-guard: hint: put the broker's arguments after --, e.g. "
+                "mosquitto-guard run --policy P -- -c /etc/mosquitto/mosquitto.conf",
+                file=sys.stderr,
+            )
+        return 2
     configure_logging(args.verbose)
     if args.command is None:
         parser.print_help(sys.stderr)

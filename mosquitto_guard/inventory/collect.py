@@ -17,12 +17,14 @@ Every object's `DT_NEEDED` tree follows it, each library listed once for the who
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
 import re
 import socket
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -97,6 +99,28 @@ def collect_inventory(
     collector.build_ids = build_ids
     collector.collect(config)
     return collector.inventory
+
+
+def start_probes(env: Mapping[str, str]) -> list[threading.Thread]:
+    """Start, in background threads, the programs `collect_inventory(..., env)` will ask.
+
+    These are the dynamic loader's `--help` and `openssl version`. Their results are cached, so
+    a `collect_inventory` call with the same `env` after the returned threads are joined runs
+    neither program again. Join the threads before that call; without the join it can run a
+    program a second time, with the same result. Raises `HostError` as `collect_inventory`
+    does when this process's own executable cannot be read.
+    """
+    host = _host_program()
+    host_loader = Path(host.interpreter) if host.interpreter else DEFAULT_INTERPRETER
+    threads = [
+        threading.Thread(
+            target=probe_loader, args=(host_loader, env.get("GLIBC_TUNABLES")), daemon=True
+        ),
+        threading.Thread(target=probe_openssl, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
 
 
 class _Collector:
@@ -575,8 +599,12 @@ def _load_problem(info: ElfInfo, *, dlopen: bool) -> str | None:
     return None
 
 
+@functools.cache
 def _host_program() -> ElfInfo:
-    """Read the running Python interpreter, whose ELF type and loader the broker shares."""
+    """Read the running Python interpreter, whose ELF type and loader the broker shares.
+
+    Read once per process: the executable of a running process does not change.
+    """
     for candidate in (Path("/proc/self/exe"), Path(os.path.realpath(sys.executable))):
         try:
             return read_elf_fast(candidate)

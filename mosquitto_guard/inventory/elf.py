@@ -51,8 +51,8 @@ MAX_DYNAMIC_TAGS = 100_000
 # Symbol bindings that `dlsym` finds: STB_GLOBAL, STB_WEAK and STB_GNU_UNIQUE (<elf.h>).
 EXPORTED_BINDINGS = frozenset({1, 2, 10})
 
-# The pyelftools names of the header values that Linux objects carry, so that naming them imports
-# no pyelftools; `_enum_name` looks any other value up in pyelftools' own tables.
+# The pyelftools names of the header values that Linux objects use, so that naming them imports
+# no pyelftools. `machine_name` and `enum_name` look any other value up in pyelftools' tables.
 _COMMON_NAMES: dict[str, dict[int, str]] = {
     "ENUM_E_MACHINE": {3: "EM_386", 62: "EM_X86_64", 183: "EM_AARCH64"},
     "ENUM_E_TYPE": {0: "ET_NONE", 1: "ET_REL", 2: "ET_EXEC", 3: "ET_DYN", 4: "ET_CORE"},

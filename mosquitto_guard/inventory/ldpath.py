@@ -38,7 +38,6 @@ import re
 import stat
 import struct
 import subprocess
-import sysconfig
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -198,6 +197,8 @@ def _legacy_subdirs(legacy: list[tuple[str, str]]) -> list[str]:
 
 
 def _guessed_setup(interpreter: Path, reason: str) -> LoaderSetup:
+    import sysconfig  # only on this fallback path, which a working loader never takes
+
     triplet = sysconfig.get_config_var("MULTIARCH") or ""
     dirs = [f"/lib/{triplet}", f"/usr/lib/{triplet}"] if triplet else []
     dirs += ["/lib", "/usr/lib"]

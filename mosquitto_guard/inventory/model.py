@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,4 +114,6 @@ class Inventory:
 
     def to_json(self) -> str:
         """Return the inventory as a JSON document."""
+        import json  # only the inventory command prints JSON
+
         return json.dumps(self.to_dict(), indent=2)

@@ -27,11 +27,10 @@ configured, so it can list a module that a failure earlier in the file would hav
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
-import shutil
 import stat
-import string
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,10 +38,15 @@ from pathlib import Path
 
 from mosquitto_guard.errors import VerificationError
 
-_ALNUM = frozenset(string.ascii_letters + string.digits + "_")
+logger = logging.getLogger(__name__)
+
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _PUNCT = frozenset("!.%&*+,/;?@^~|-")
 _WS = " \t\r\n"
 _QUOTES = "'`\""
+# The characters that make `_expand` and `_clear_comments` do more than copy or cut a line.
+_SPECIAL_IN_VALUE = frozenset(_QUOTES + "\\$")
+_SPECIAL_IN_COMMENT_SCAN = frozenset(_QUOTES + "\\")
 _MAX_VALUE = 65536
 # OpenSSL has no limit: a file that includes itself makes 3.0.19 fail and load no module.
 _MAX_INCLUDE_DEPTH = 64
@@ -67,23 +71,56 @@ class OpenSSLConfigError(VerificationError):
     """An OpenSSL config file that OpenSSL itself would fail to load."""
 
 
-@dataclass(frozen=True)
 class OpenSSLDirs:
-    """The directories compiled into the system's OpenSSL, and its built-in engine ids."""
+    """The directories compiled into the system's OpenSSL, and its built-in engine ids.
 
-    openssldir: Path
-    enginesdir: Path
-    modulesdir: Path
-    builtin_engines: frozenset[str]
-    warning: str | None = None
+    When `builtin_engines` is None, the `openssl` command at `binary` lists them the first time
+    the property is read, because only an engine loaded by id needs them. When that command is
+    not known or fails, only `dynamic` counts as built in, so any other id is looked for as a
+    file.
+    """
+
+    def __init__(
+        self,
+        openssldir: Path,
+        enginesdir: Path,
+        modulesdir: Path,
+        builtin_engines: frozenset[str] | None,
+        warning: str | None = None,
+        *,
+        binary: str | None = None,
+    ) -> None:
+        self.openssldir = openssldir
+        self.enginesdir = enginesdir
+        self.modulesdir = modulesdir
+        self.warning = warning
+        self._builtin_engines = builtin_engines
+        self._binary = binary
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenSSLDirs(openssldir={self.openssldir!r}, enginesdir={self.enginesdir!r}, "
+            f"modulesdir={self.modulesdir!r}, warning={self.warning!r})"
+        )
+
+    @property
+    def builtin_engines(self) -> frozenset[str]:
+        """The engine ids built into OpenSSL, which `ENGINE_by_id` loads from no file."""
+        if self._builtin_engines is None:
+            self._builtin_engines = _probe_engines(self._binary)
+        return self._builtin_engines
+
+
+_OPENSSL_ENV = {"PATH": "/usr/bin:/bin", "OPENSSL_CONF": "/dev/null", "LC_ALL": "C"}
 
 
 @functools.lru_cache(maxsize=1)
 def probe_openssl() -> OpenSSLDirs:
-    """Ask the `openssl` command for OPENSSLDIR, ENGINESDIR, MODULESDIR and built-in engines.
+    """Ask the `openssl` command for OPENSSLDIR, ENGINESDIR and MODULESDIR.
 
     The command runs with `OPENSSL_CONF=/dev/null`, so it loads no module itself. When it is
-    missing, the Debian 12 values are assumed and `OpenSSLDirs.warning` explains why.
+    missing, the Debian 12 values are assumed and `OpenSSLDirs.warning` explains why. The
+    built-in engines are asked of the command only when `OpenSSLDirs.builtin_engines` is read.
     NOTE: the `openssl` command reports the directories of the libcrypto it links; a broker
     linked with a different libcrypto can use other ones.
     """
@@ -93,25 +130,16 @@ def probe_openssl() -> OpenSSLDirs:
         Path("/usr/lib/x86_64-linux-gnu/ossl-modules"),
         frozenset({"dynamic"}),
     )
-    binary = shutil.which("openssl", path="/usr/bin:/bin")
+    binary = _find_openssl()
     if binary is None:
         return _with_warning(fallback, "the openssl command was not found in /usr/bin or /bin")
-    env = {"PATH": "/usr/bin:/bin", "OPENSSL_CONF": "/dev/null", "LC_ALL": "C"}
     try:
         version = subprocess.run(
             [binary, "version", "-d", "-e", "-m"],
             capture_output=True,
             text=True,
             timeout=_OPENSSL_TIMEOUT,
-            env=env,
-            check=False,
-        )
-        engines = subprocess.run(
-            [binary, "engine"],
-            capture_output=True,
-            text=True,
-            timeout=_OPENSSL_TIMEOUT,
-            env=env,
+            env=_OPENSSL_ENV,
             check=False,
         )
     except (OSError, subprocess.SubprocessError) as error:
@@ -121,10 +149,42 @@ def probe_openssl() -> OpenSSLDirs:
         return _with_warning(
             fallback, f"{binary} version -d -e -m did not print all three directories"
         )
-    builtin = frozenset(re.findall(r"^\((\S+)\)", engines.stdout, re.M)) or frozenset({"dynamic"})
     return OpenSSLDirs(
-        Path(found["OPENSSLDIR"]), Path(found["ENGINESDIR"]), Path(found["MODULESDIR"]), builtin
+        Path(found["OPENSSLDIR"]),
+        Path(found["ENGINESDIR"]),
+        Path(found["MODULESDIR"]),
+        None,
+        binary=binary,
     )
+
+
+def _find_openssl() -> str | None:
+    for directory in ("/usr/bin", "/bin"):
+        candidate = os.path.join(directory, "openssl")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _probe_engines(binary: str | None) -> frozenset[str]:
+    """Return the engine ids `openssl engine` lists, or only `dynamic` when it cannot be run."""
+    if binary is None:
+        return frozenset({"dynamic"})
+    try:
+        engines = subprocess.run(
+            [binary, "engine"],
+            capture_output=True,
+            text=True,
+            timeout=_OPENSSL_TIMEOUT,
+            env=_OPENSSL_ENV,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        logger.warning(
+            "cannot run %s engine (%s); only the dynamic engine counts as built in", binary, error
+        )
+        return frozenset({"dynamic"})
+    return frozenset(re.findall(r"^\((\S+)\)", engines.stdout, re.M)) or frozenset({"dynamic"})
 
 
 def _with_warning(dirs: OpenSSLDirs, reason: str) -> OpenSSLDirs:
@@ -223,6 +283,9 @@ class _Parser:
             self._line(line, full, number, depth, from_directory)
 
     def _line(self, line: str, path: Path, number: int, depth: int, from_directory: bool) -> None:
+        stripped = line.lstrip(_WS)
+        if not stripped or stripped[0] == "#":
+            return  # a blank or comment line, as most of a stock openssl.cnf is
         where = f"{path}:{number}"
         line = _clear_comments(line)
         start = _eat_ws(line, 0)
@@ -364,6 +427,8 @@ class _Parser:
 
     def _expand(self, text: str, section: str | None, where: str) -> str:
         """Copy a value as `str_copy` does: quotes, escapes and `$` variables."""
+        if not _SPECIAL_IN_VALUE.intersection(text):
+            return text  # nothing to unquote, unescape or expand: the loop would copy it as is
         out: list[str] = []
         length = 0
         index = 0
@@ -454,6 +519,8 @@ def _eat_ws(text: str, position: int) -> int:
 
 
 def _clear_comments(line: str) -> str:
+    if not _SPECIAL_IN_COMMENT_SCAN.intersection(line):
+        return line.split("#", 1)[0]  # no quote or escape can hide a '#' from the scan below
     index = 0
     while index < len(line):
         char = line[index]

@@ -27,32 +27,37 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import Generic, NoReturn, TypeVar
 
 from mosquitto_guard.config.flatten import flatten
 from mosquitto_guard.config.model import BrokerConfig, Location
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.errors import GuardError, LaunchRejected
 from mosquitto_guard.inventory.argv import parse_broker_args
-from mosquitto_guard.inventory.collect import collect_inventory
+from mosquitto_guard.inventory.collect import collect_inventory, start_probes
 from mosquitto_guard.inventory.model import CodeItem
 from mosquitto_guard.launch.broker import broker_version
 from mosquitto_guard.launch.environment import environment_problems, scrub_environment
 from mosquitto_guard.launch.paths import check_path, is_inside
 from mosquitto_guard.launch.seal import SealedFile, seal_bytes, seal_file
 from mosquitto_guard.manifest.verify import (
+    ManifestIndex,
     VerifiedManifest,
     check_against_manifest,
     find_manifest,
+    index_manifests,
 )
 from mosquitto_guard.policy.model import Policy
 from mosquitto_guard.policy.state import VersionState
 
 logger = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result")
 
 SEALED_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load", "tls_engine"})
 
@@ -78,6 +83,8 @@ class _Context:
     plan: LaunchPlan
     rewrites: dict[Location, str] = field(default_factory=dict)
     verified: dict[Path, VerifiedManifest] = field(default_factory=dict)
+    # The manifest directory, read when the first plugin is checked and kept for this launch.
+    manifests: ManifestIndex | None = None
 
 
 def prepare_launch(
@@ -104,13 +111,19 @@ def prepare_launch(
     plan.env, removed = scrub_environment(env)
     for name in removed:
         logger.info("removed %s from the broker's environment", name)
-    version = broker_version(broker)
+    # The three programs the next steps ask (the broker's -h, the loader's --help and openssl
+    # version) start together, so they run side by side rather than one after the other.
+    version_probe = _Background(broker_version, broker)
+    inventory_probes = start_probes(plan.env)
+    version = version_probe.result()
     context = _Context(policy, version, now or datetime.now(UTC), plan)
     # Step 4: the config.
     config = _read(args.config_files, version, plan)
     if config is not None:
         plan.problems += _user_problems(config)
     # Step 5: the inventory.
+    for thread in inventory_probes:
+        thread.join()
     # The checks below use no build id; reading them would import pyelftools for nothing.
     inventory = collect_inventory(config, plan.env, cwd=Path.cwd(), build_ids=False)
     for item in inventory.items:
@@ -118,6 +131,29 @@ def prepare_launch(
     # Step 6: the sealed, flattened config.
     plan.argv = _broker_argv(broker, list(broker_args), config, context)
     return plan
+
+
+class _Background(Generic[_Result]):
+    """A call run in a thread. `result` waits for it, then returns its value or raises its error."""
+
+    _value: _Result
+
+    def __init__(self, function: Callable[..., _Result], *args: object) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., _Result], args: tuple[object, ...]) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as error:  # raised again by result(), in the caller's thread
+            self._error = error
+
+    def result(self) -> _Result:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _argument_problems(args: object) -> list[str]:
@@ -185,13 +221,13 @@ def _check_item(item: CodeItem, config: BrokerConfig | None, context: _Context) 
             f"{item.kind} {problem}" for problem in check_path(item.path, allow_symlinks=True)
         ]
         return
-    _check_admin_code(item, config, context)
+    _check_admin_code(item, item.path, config, context)
 
 
-def _check_admin_code(item: CodeItem, config: BrokerConfig | None, context: _Context) -> None:
+def _check_admin_code(
+    item: CodeItem, path: Path, config: BrokerConfig | None, context: _Context
+) -> None:
     plan, policy = context.plan, context.policy
-    path = item.path
-    assert path is not None
     path_problems = check_path(path, allow_symlinks=False)
     if path_problems:
         plan.problems += [f"{item.source}: plugin path {problem}" for problem in path_problems]
@@ -216,9 +252,13 @@ def _check_admin_code(item: CodeItem, config: BrokerConfig | None, context: _Con
     # The same file may be loaded by several lines (one per listener), each with its own
     # plugin_opt_ keys: the manifest is looked up once, the options are checked per line.
     try:
-        verified = context.verified.get(path) or find_manifest(
-            path, sealed.sha256, policy, context.now
-        )
+        verified = context.verified.get(path)
+        if verified is None:
+            if context.manifests is None:
+                context.manifests = index_manifests(policy.manifest_dir)
+            verified = find_manifest(
+                path, sealed.sha256, policy, context.now, index=context.manifests
+            )
         context.verified[path] = verified
         check_against_manifest(
             verified,
@@ -320,4 +360,5 @@ def exec_broker(plan: LaunchPlan) -> NoReturn:
     """Replace this process with the broker, handing it the sealed descriptors."""
     for fd in plan.inherit_fds:
         os.set_inheritable(fd, True)
-    os.execve(plan.argv[0], plan.argv, plan.env)
+    # The broker replaces this process by design, with the verified argv and environment.
+    os.execve(plan.argv[0], plan.argv, plan.env)  # noqa: S606

@@ -10,11 +10,12 @@ seals. The broker then loads `/proc/self/fd/N`, which names that memfd in its ow
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
 
 from mosquitto_guard.errors import HostError, VerificationError
 
@@ -99,9 +100,17 @@ def seal_file(path: Path) -> SealedFile:
         data = _read_all(fd, info.st_size)
     finally:
         os.close(fd)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = _sha256_hex(data)
     sealed_fd = seal_bytes(path.name, data, executable=True)
     return SealedFile(fd=sealed_fd, source=path, sha256=digest, size=len(data))
+
+
+def _sha256_hex(data: bytes) -> str:
+    # `cryptography`, loaded anyway to verify the manifests, rather than hashlib, whose import
+    # loads the system's libcrypto as well: about 3 ms of every broker start.
+    context = hashes.Hash(hashes.SHA256())
+    context.update(data)
+    return context.finalize().hex()
 
 
 def _read_all(fd: int, expected: int) -> bytes:

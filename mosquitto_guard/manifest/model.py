@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import tomli_w
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from mosquitto_guard.errors import ManifestError
@@ -136,6 +135,8 @@ def render_manifest(manifest: Manifest) -> bytes:
             "write": list(manifest.permissions.write),
         },
     }
+    import tomli_w  # only `sign` renders manifests
+
     data = tomli_w.dumps(document).encode("utf-8")
     parse_manifest(data, f"manifest {manifest.name!r}")
     return data

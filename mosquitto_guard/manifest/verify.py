@@ -280,18 +280,48 @@ def _read_limited(
     return data
 
 
+@dataclass(frozen=True)
+class ManifestIndex:
+    """Every manifest of one directory, parsed but not yet verified, and the errors of the rest.
+
+    Building it once lets a launch that checks several plugins read the directory once. The
+    signatures are still verified for each plugin, over bytes read again at that time.
+    """
+
+    manifests: tuple[tuple[Path, Manifest], ...]
+    unreadable: tuple[GuardError, ...]
+
+
+def index_manifests(manifest_dir: Path) -> ManifestIndex:
+    """Parse every `*.toml` in `manifest_dir`, listing the ones that cannot be parsed as unreadable.
+
+    Raises `HostError` when the directory is missing, cannot be listed, or contains more than
+    `MAX_MANIFESTS` manifests.
+    """
+    manifests, unreadable = _index(manifest_dir)
+    return ManifestIndex(tuple(manifests), tuple(unreadable))
+
+
 def find_manifest(
-    plugin_path: Path, sha256: str, policy: Policy, now: datetime
+    plugin_path: Path,
+    sha256: str,
+    policy: Policy,
+    now: datetime,
+    *,
+    index: ManifestIndex | None = None,
 ) -> VerifiedManifest:
     """Return the verified manifest in `policy.manifest_dir` for a plugin with digest `sha256`.
 
-    Among the manifests for this digest that verify, the highest version wins. Raises
-    `ManifestError` when none matches the digest (naming a manifest for the same file name, if
-    one exists, with both digests), or the error of the best matching manifest when none of the
-    matching manifests verifies.
+    Among the manifests for this digest that verify, the highest version wins. `index` is the
+    directory's index when the caller built one with `index_manifests`; otherwise the directory
+    is read here. Raises `ManifestError` when none matches the digest (naming a manifest for the
+    same file name, if one exists, with both digests), or the error of the best matching
+    manifest when none of the matching manifests verifies.
     """
     plugin_path = Path(plugin_path)
-    manifests, unreadable = _index(policy.manifest_dir)
+    if index is None:
+        index = index_manifests(policy.manifest_dir)
+    manifests, unreadable = list(index.manifests), list(index.unreadable)
     matching = [(path, manifest) for path, manifest in manifests if manifest.file.sha256 == sha256]
     matching.sort(key=lambda item: item[1].version, reverse=True)
     first_error: GuardError | None = None

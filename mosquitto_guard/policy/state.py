@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from mosquitto_guard.errors import HostError, ManifestError
-from mosquitto_guard.fsutil import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -174,4 +173,7 @@ class VersionState:
             },
         }
         data = json.dumps(document, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        # Imported here because a launch that accepts no new version never writes.
+        from mosquitto_guard.fsutil import write_atomic
+
         write_atomic(self.path, data, mode=0o600)

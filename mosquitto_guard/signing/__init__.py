@@ -6,3 +6,7 @@ manifest signature.
 """
 
 MANIFEST_NAMESPACE = "mosquitto-guard-manifest"
+
+# The start of the first line of every minisign key and signature file. It is defined here so
+# that `keys` can tell a minisign `.pub` file from an SSH one without importing the minisign code.
+MINISIGN_UNTRUSTED_PREFIX = "untrusted comment: "

@@ -10,27 +10,27 @@ for minisign the hex id that `minisign` shows, padded with zeros to 16 upper-cas
 
 The passphrase of an encrypted private key comes from the caller, else from the environment
 variable `MOSQUITTO_GUARD_PASSPHRASE`, else from a prompt when stdin is a terminal.
+
+What only `sign` and `keygen` need (`cryptography`'s serialization, RSA and ECDSA modules, and
+file writing) is imported inside the functions that use it, so that `run`, which only verifies,
+does not load it. The minisign code is imported only for minisign keys and signatures.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import getpass
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from typing import TYPE_CHECKING, Literal
 
 from mosquitto_guard.errors import HostError, SignatureError, UsageError
-from mosquitto_guard.fsutil import write_atomic
-from mosquitto_guard.signing import minisign as minisign_format
-from mosquitto_guard.signing import sshsig
+from mosquitto_guard.signing import MINISIGN_UNTRUSTED_PREFIX, sshsig
+
+if TYPE_CHECKING:
+    from mosquitto_guard.signing import minisign as minisign_format
 
 KeyKind = Literal["ssh", "minisign"]
 KEY_KINDS: tuple[KeyKind, ...] = ("ssh", "minisign")
@@ -71,7 +71,10 @@ class PublicKey:
         """
         if isinstance(self.parsed, sshsig.SshPublicKey):
             sshsig.verify_signature(self.parsed, data, signature, namespace)
-        elif isinstance(self.parsed, minisign_format.MinisignPublicKey):
+            return
+        from mosquitto_guard.signing import minisign as minisign_format
+
+        if isinstance(self.parsed, minisign_format.MinisignPublicKey):
             minisign_format.verify_signature(self.parsed, data, signature, namespace)
         else:
             raise ValueError("PublicKey was built without a parsed key; use parse_public_key")
@@ -99,6 +102,8 @@ def parse_public_key(line: str) -> PublicKey:
         key, comment = sshsig.parse_public_key_line(line)
         return _ssh_public_key(key, comment)
     if len(fields) == 1:
+        from mosquitto_guard.signing import minisign as minisign_format
+
         return _minisign_public_key(minisign_format.parse_public_key_line(fields[0]), "")
     raise SignatureError(
         "unrecognized public key: expected 'ssh-ed25519 AAAA... [comment]' "
@@ -132,9 +137,11 @@ def load_public_key(path: Path) -> PublicKey:
     """
     text = read_key_file(path, "public key file")
     try:
-        if text.startswith(minisign_format.UNTRUSTED_PREFIX):
+        if text.startswith(MINISIGN_UNTRUSTED_PREFIX):
+            from mosquitto_guard.signing import minisign as minisign_format
+
             key = minisign_format.parse_public_key_file(text)
-            comment = text.split("\n", 1)[0][len(minisign_format.UNTRUSTED_PREFIX) :]
+            comment = text.split("\n", 1)[0][len(MINISIGN_UNTRUSTED_PREFIX) :]
             return _minisign_public_key(key, comment)
         lines = [line for line in text.split("\n") if line.strip()]
         if len(lines) != 1:
@@ -166,6 +173,8 @@ def inspect_signature(kind: KeyKind, data: bytes) -> SignatureInfo:
         return SignatureInfo(
             kind="ssh", key_id=parsed.public_key.fingerprint, namespace=parsed.namespace
         )
+    from mosquitto_guard.signing import minisign as minisign_format
+
     signature = minisign_format.parse_signature(data)
     return SignatureInfo(kind="minisign", key_id=signature.key_id, namespace=signature.namespace)
 
@@ -185,6 +194,8 @@ def resolve_passphrase(
     if from_environment:
         return from_environment
     if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
         entered = getpass.getpass(f"Passphrase for {description}: ")
         if confirm and getpass.getpass("Repeat the passphrase: ") != entered:
             raise UsageError("the two passphrases differ")
@@ -218,6 +229,8 @@ class PrivateKey:
         SSH keys produce an armored SSHSIG signature. minisign keys produce a minisign
         signature whose trusted comment names the namespace and, if given, `file_name`.
         """
+        from mosquitto_guard.signing import minisign as minisign_format
+
         if isinstance(self._signer, minisign_format.MinisignSecretKey):
             return self._signer.sign(data, namespace, file_name)
         return sshsig.sign(self._signer, data, namespace)
@@ -231,6 +244,8 @@ def load_private_key(path: Path, passphrase: str | None = None) -> PrivateKey:
     passphrase, and `SignatureError` when the file is not a supported key or the passphrase is
     wrong.
     """
+    from mosquitto_guard.signing import minisign as minisign_format
+
     text = read_key_file(path, "private key file")
     if text.startswith(OPENSSH_PRIVATE_BEGIN):
         return _load_ssh_private_key(path, text, passphrase)
@@ -259,6 +274,10 @@ def _openssh_cipher(path: Path, text: str) -> str:
 
 
 def _load_ssh_private_key(path: Path, text: str, passphrase: str | None) -> PrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     password: bytes | None = None
     if _openssh_cipher(path, text) != "none":
         password = resolve_passphrase(str(path), passphrase).encode("utf-8")
@@ -285,6 +304,8 @@ def _load_ssh_private_key(path: Path, text: str, passphrase: str | None) -> Priv
 
 
 def _load_minisign_secret_key(path: Path, text: str, passphrase: str | None) -> PrivateKey:
+    from mosquitto_guard.signing import minisign as minisign_format
+
     secret = minisign_format.parse_secret_key(text, f"minisign secret key {path}")
     needed: str | None = None
     if minisign_format.secret_key_is_encrypted(secret):
@@ -311,9 +332,13 @@ def generate_keypair(
         raise UsageError(f"key comment {comment!r} contains control characters")
     if passphrase == "":
         raise UsageError("the passphrase is empty; pass None for a key without a passphrase")
+    from mosquitto_guard.fsutil import write_atomic
+
     if kind == "ssh":
         private_bytes, public_bytes, public_key = _generate_ssh(comment, passphrase)
     elif kind == "minisign":
+        from mosquitto_guard.signing import minisign as minisign_format
+
         private_bytes, public_bytes, minisign_public = minisign_format.generate(comment, passphrase)
         public_key = _minisign_public_key(minisign_public, comment)
     else:
@@ -326,6 +351,9 @@ def generate_keypair(
 
 
 def _generate_ssh(comment: str, passphrase: str | None) -> tuple[bytes, bytes, PublicKey]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
     private = ed25519.Ed25519PrivateKey.generate()
     encryption: serialization.KeySerializationEncryption
     if passphrase is not None:

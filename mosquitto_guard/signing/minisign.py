@@ -16,6 +16,9 @@ name. To sign a manifest with the minisign tool itself:
 A minisign key id is 8 bytes stored little-endian. minisign 0.11 prints it as the upper-case
 hex of that little-endian number, so the bytes appear in reverse order, and it drops leading
 zeros. This module always writes all 16 digits.
+
+`minisign` is imported by the functions that parse, verify or create minisign data, never at
+import time, so that a policy with only SSH keys does not load it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import base64
 import binascii
 import time
 from dataclasses import dataclass
-
-import minisign
+from typing import TYPE_CHECKING
 
 from mosquitto_guard.errors import SignatureError
+from mosquitto_guard.signing import MINISIGN_UNTRUSTED_PREFIX
 
-UNTRUSTED_PREFIX = "untrusted comment: "
+if TYPE_CHECKING:
+    import minisign
+
+UNTRUSTED_PREFIX = MINISIGN_UNTRUSTED_PREFIX
 TRUSTED_PREFIX = "trusted comment: "
 NAMESPACE_PREFIX = "namespace:"
 
@@ -82,6 +88,8 @@ def parse_public_key_line(line: str) -> MinisignPublicKey:
         )
     if raw[:2] != b"Ed":
         raise SignatureError(f"minisign public key has unsupported algorithm {raw[:2]!r}")
+    import minisign
+
     try:
         key = minisign.PublicKey.from_base64(text)
     except minisign.Error as error:
@@ -167,6 +175,8 @@ def parse_signature(data: bytes) -> MinisignSignature:
         )
     if raw[:2] not in (b"Ed", b"ED"):
         raise SignatureError(f"{description}: unsupported algorithm {raw[:2]!r}")
+    import minisign
+
     try:
         signature = minisign.Signature.from_bytes(text.encode("utf-8"))
     except minisign.Error as error:
@@ -191,6 +201,8 @@ def verify_signature(
         raise SignatureError(
             f"signature was made by key {parsed.key_id}, not by {public_key.key_id}"
         )
+    import minisign
+
     try:
         public_key.key.verify(message, parsed.signature)
     except minisign.Error:
@@ -254,6 +266,8 @@ def parse_secret_key(text: str, description: str) -> minisign.SecretKey:
     lines = _split_lines(text, 2, description)
     if not lines[0].startswith(UNTRUSTED_PREFIX):
         raise SignatureError(f"{description} does not start with {UNTRUSTED_PREFIX.strip()!r}")
+    import minisign
+
     try:
         return minisign.SecretKey.from_base64(lines[1])
     except minisign.Error as error:
@@ -272,6 +286,8 @@ def unlock_secret_key(
 
     Raises `SignatureError` when the passphrase is wrong or the key data is inconsistent.
     """
+    import minisign
+
     if secret_key.is_encrypted():
         if passphrase is None:
             raise ValueError("an encrypted minisign key needs a passphrase")
@@ -290,6 +306,8 @@ def generate(comment: str, passphrase: str | None) -> tuple[bytes, bytes, Minisi
     Both files use the layout `minisign -G` writes. With a passphrase, the secret key is
     encrypted with scrypt at minisign's own cost settings.
     """
+    import minisign
+
     pair = minisign.KeyPair.generate()
     public_key = parse_public_key_line(pair.public_key.to_base64().decode("ascii"))
     secret = pair.secret_key

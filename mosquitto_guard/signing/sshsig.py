@@ -39,19 +39,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mosquitto_guard.errors import SignatureError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 MAGIC = b"SSHSIG"
@@ -67,7 +65,13 @@ MAX_PUBLIC_KEY_BLOB_BYTES = 4096
 MAX_NAMESPACE_BYTES = 256
 MAX_INNER_SIGNATURE_BYTES = 4096
 
-HASH_ALGORITHMS = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
+# Digests come from `cryptography`, which verifying loads anyway. hashlib, and hmac, which
+# imports it, would also load the system's libcrypto, about 3 ms of every broker start
+# (`python -X importtime`).
+HASH_ALGORITHMS: dict[str, type[hashes.SHA512 | hashes.SHA256]] = {
+    "sha512": hashes.SHA512,
+    "sha256": hashes.SHA256,
+}
 SIGNING_HASH_ALGORITHM = "sha512"
 
 ED25519 = "ssh-ed25519"
@@ -93,9 +97,14 @@ VerifyingKey: TypeAlias = "ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey 
 SigningKey: TypeAlias = "ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey"
 
 
+def _digest(algorithm: type[hashes.SHA512 | hashes.SHA256], data: bytes) -> bytes:
+    context = hashes.Hash(algorithm())
+    context.update(data)
+    return context.finalize()
+
+
 def _ecdsa_curve(key_type: str) -> tuple[str, ec.EllipticCurve, hashes.HashAlgorithm]:
     """Return the curve name, curve and hash of ECDSA key type `key_type`."""
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
 
     curve_name, curve_class, hash_class = ECDSA_CURVES[key_type]
@@ -105,8 +114,6 @@ def _ecdsa_curve(key_type: str) -> tuple[str, ec.EllipticCurve, hashes.HashAlgor
 
 
 def _rsa_signature_hash(signature_type: str) -> hashes.HashAlgorithm:
-    from cryptography.hazmat.primitives import hashes
-
     hash_algorithm: hashes.HashAlgorithm = getattr(hashes, RSA_SIGNATURE_HASHES[signature_type])()
     return hash_algorithm
 
@@ -184,7 +191,7 @@ def encode_mpint(value: int) -> bytes:
 
 def fingerprint(blob: bytes) -> str:
     """Return the key's fingerprint as `ssh-keygen -l` prints it: `SHA256:` and unpadded base64."""
-    digest = hashlib.sha256(blob).digest()
+    digest = _digest(hashes.SHA256, blob)
     return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
@@ -391,7 +398,7 @@ def parse_signature(data: bytes) -> SshSignature:
 
 def signed_data(namespace: str, hash_algorithm: str, message: bytes) -> bytes:
     """Return the bytes that the key signs for `message` in `namespace`."""
-    digest = HASH_ALGORITHMS[hash_algorithm](message).digest()
+    digest = _digest(HASH_ALGORITHMS[hash_algorithm], message)
     return (
         MAGIC
         + encode_string(namespace.encode("ascii"))
@@ -410,7 +417,8 @@ def verify_signature(
     another namespace, or does not verify.
     """
     parsed = parse_signature(signature_data)
-    if not hmac.compare_digest(parsed.public_key.blob, public_key.blob):
+    # Both blobs are public keys, so comparing them in variable time reveals nothing secret.
+    if parsed.public_key.blob != public_key.blob:
         raise SignatureError(
             f"signature was made by key {parsed.public_key.fingerprint}, "
             f"not by {public_key.fingerprint}"
@@ -451,7 +459,7 @@ def _verify_ecdsa(
 
     key = public_key.key
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise SignatureError(f"SSH key type {public_key.key_type} holds no ecdsa key")
+        raise SignatureError(f"SSH key of type {public_key.key_type} is not an ECDSA key")
     _expect_type(signature_type, (public_key.key_type,))
     _, _, hash_algorithm = _ecdsa_curve(public_key.key_type)
     key.verify(_decode_ecdsa(raw), to_verify, ec.ECDSA(hash_algorithm))
@@ -468,7 +476,7 @@ def _verify_rsa(
 
     key = public_key.key
     if not isinstance(key, rsa.RSAPublicKey):
-        raise SignatureError(f"SSH key type {public_key.key_type} holds no rsa key")
+        raise SignatureError(f"SSH key of type {public_key.key_type} is not an RSA key")
     _expect_type(signature_type, tuple(RSA_SIGNATURE_HASHES))
     modulus_bytes = (key.key_size + 7) // 8
     if len(raw) > modulus_bytes:
@@ -519,7 +527,6 @@ def sign(private_key: SigningKey, message: bytes, namespace: str) -> bytes:
         raise ValueError(f"invalid SSHSIG namespace {namespace!r}")
     public_key = public_key_of(private_key)
     to_sign = signed_data(namespace, SIGNING_HASH_ALGORITHM, message)
-    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec, padding
     from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
