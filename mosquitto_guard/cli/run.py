@@ -59,11 +59,10 @@ def broker_arguments(raw: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mosquitto_guard.launch.runner import exec_broker, finish_plan, prepare_launch
-    from mosquitto_guard.policy.model import load_policy
-
     from mosquitto_guard.errors import LaunchRejected
     from mosquitto_guard.launch.environment import launcher_problems
+    from mosquitto_guard.launch.runner import exec_broker, finish_plan, prepare_launch
+    from mosquitto_guard.policy.model import load_policy
 
     # Checked first, and never relaxed by --permissive: these variables already ran code in
     # this process, which is about to become the broker.

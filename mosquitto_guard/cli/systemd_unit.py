@@ -69,7 +69,17 @@ UNSET_VARIABLES = (
 def render_drop_in(launcher: list[str], policy: Path, config: Path, broker: Path) -> str:
     """Return the text of the drop-in unit that starts the broker through `launcher run`."""
     command = shlex.join(
-        [*launcher, "run", "--policy", str(policy), "--broker", str(broker), "--", "-c", str(config)]
+        [
+            *launcher,
+            "run",
+            "--policy",
+            str(policy),
+            "--broker",
+            str(broker),
+            "--",
+            "-c",
+            str(config),
+        ]
     )
     return f"""# {DROP_IN_PATH}
 # Starts Mosquitto through mosquitto-guard, which verifies every plugin against the signed

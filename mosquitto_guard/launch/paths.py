@@ -26,7 +26,7 @@ MAX_SYMLINK_HOPS = 40
 
 @dataclass(frozen=True)
 class PathProblem:
-    """Why a path is unsafe: the component at fault, what is wrong, and the command that fixes it."""
+    """Why a path is unsafe: the component at fault, what is wrong, and the fixing command."""
 
     component: Path
     reason: str
@@ -53,7 +53,8 @@ def check_path(path: Path, *, allow_symlinks: bool) -> list[PathProblem]:
     problems: list[PathProblem] = []
     # No normpath here: ".." is resolved during the walk, after any symlink before it.
     _walk(_Walk(path, allow_symlinks, problems), Path("/"), parts, 0)
-    return problems
+    # A directory passed twice (".." after a symlink) is reported once.
+    return list(dict.fromkeys(problems))
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Walk:
     origin: Path
     allow_symlinks: bool
     problems: list[PathProblem]
+    final_is_directory: bool = False
 
 
 def _walk(walk: _Walk, current: Path, remaining: list[str], hops: int) -> None:
@@ -116,7 +118,8 @@ def _walk(walk: _Walk, current: Path, remaining: list[str], hops: int) -> None:
             _walk(walk, base, list(parts) + remaining, hops + 1)
             return
         current = candidate
-        problem = _check_owner_and_mode(current, is_final=not remaining, info=info)
+        is_file = not remaining and not walk.final_is_directory
+        problem = _check_owner_and_mode(current, is_final=is_file, info=info)
         if problem:
             problems.append(problem)
 
@@ -148,6 +151,24 @@ def _check_owner_and_mode(
             path, f"{kind} is writable by {who} (mode {mode:04o})", f"chmod go-w {path}"
         )
     return None
+
+
+def check_directory(path: Path) -> list[PathProblem]:
+    """Return every problem on the way from `/` to the directory `path` (symlinks followed).
+
+    Each directory, `path` included, must be owned by root and not writable by group or
+    others. A directory that does not exist yet is judged by its nearest existing parent, the
+    directory in which it would be created.
+    """
+    if not path.is_absolute():
+        raise ValueError(f"check_directory needs an absolute path, got {path}")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problems: list[PathProblem] = []
+    walk = _Walk(existing, True, problems, final_is_directory=True)
+    _walk(walk, Path("/"), list(existing.parts[1:]), 0)
+    return problems
 
 
 def is_inside(path: Path, directories: list[Path]) -> bool:

@@ -43,7 +43,7 @@ from mosquitto_guard.inventory.collect import collect_inventory, start_probes
 from mosquitto_guard.inventory.model import CodeItem
 from mosquitto_guard.launch.broker import broker_version
 from mosquitto_guard.launch.environment import environment_problems, scrub_environment
-from mosquitto_guard.launch.paths import check_path, is_inside
+from mosquitto_guard.launch.paths import check_directory, check_path, is_inside
 from mosquitto_guard.launch.seal import SealedFile, seal_bytes, seal_file
 from mosquitto_guard.manifest.verify import (
     ManifestIndex,
@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 
+LD_SO_PRELOAD = Path("/etc/ld.so.preload")
 SEALED_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load", "tls_engine"})
 
 
@@ -101,8 +102,10 @@ def prepare_launch(
     cannot be run, the arguments cannot be parsed).
     """
     plan = LaunchPlan(broker=broker, argv=[], env={})
-    # Step 1: the broker binary.
+    # Step 1: the broker binary, the trust anchors and the loader's preload list.
     plan.problems += [f"broker {problem}" for problem in check_path(broker, allow_symlinks=True)]
+    plan.problems += _trust_path_problems(policy)
+    plan.problems += _preload_problems(LD_SO_PRELOAD)
     # Step 2: the broker's arguments.
     args = parse_broker_args(list(broker_args))
     plan.problems += _argument_problems(args)
@@ -156,6 +159,34 @@ class _Background(Generic[_Result]):
         return self._value
 
 
+def _trust_path_problems(policy: Policy) -> list[str]:
+    """Whoever can write the policy, the manifests or the rollback state controls the trust."""
+    problems = [f"policy {problem}" for problem in check_path(policy.path, allow_symlinks=True)]
+    for what, directory in (("manifest_dir", policy.manifest_dir), ("state_dir", policy.state_dir)):
+        problems += [f"{what} {problem}" for problem in check_directory(directory)]
+    return problems
+
+
+def _preload_problems(path: Path) -> list[str]:
+    """Reject any content in /etc/ld.so.preload, comments included.
+
+    glibc's own parser of this file does not honour every line that looks like a comment, so
+    no entry is trusted to be inert: the file must be empty or hold only white space.
+    """
+    try:
+        content = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        return [f"{path}: cannot be read ({error.strerror}); fix: check its permissions"]
+    if not content.strip():
+        return []
+    return [
+        f"{path}: is not empty; the dynamic loader preloads what it names into every process, "
+        "the broker included, before any check; fix: empty the file or remove it"
+    ]
+
+
 def _argument_problems(args: object) -> list[str]:
     problems = []
     config_files = getattr(args, "config_files", [])
@@ -199,11 +230,7 @@ def _check_item(item: CodeItem, config: BrokerConfig | None, context: _Context) 
     if item.kind in ("ld_preload", "ld_library_path", "ld_audit") or not item.loaded:
         return  # removed from the environment in step 3, or never loaded by the broker
     if item.kind == "ld_so_preload":
-        plan.problems.append(
-            f"{item.source}: /etc/ld.so.preload loads {item.written} into every process, the "
-            "broker included, before any check; fix: remove the entry from /etc/ld.so.preload"
-        )
-        return
+        return  # the whole file was judged in step 1
     if item.option is not None and "#" in item.written:
         plan.problems.append(
             f"{item.source}: the {item.kind} value {item.written!r} contains '#'; Mosquitto "

@@ -171,8 +171,12 @@ def verify_manifest(path: Path, policy: Policy, now: datetime) -> VerifiedManife
     skipped: list[str] = []
     for signature_path, kind in signatures:
         signer = _check_signature(path, data, signature_path, kind, policy, skipped)
-        if signer is not None and signer.key_id not in signers:
-            signers[signer.key_id] = signer
+        if signer is None:
+            continue
+        # Distinct signers are distinct keys, not distinct key ids or formats.
+        material = policy.trusted_key(signer.key_id)
+        identity = material.key.material if material is not None else signer.key_id
+        signers.setdefault(identity, signer)
 
     # Step 7: threshold.
     if len(signers) < policy.threshold:
@@ -184,7 +188,8 @@ def verify_manifest(path: Path, policy: Policy, now: datetime) -> VerifiedManife
     if now >= manifest.expires:
         raise ManifestError(
             f"{path}: manifest expired at {_format_time(manifest.expires)} "
-            f"(now {_format_time(now)}); signed by {', '.join(signers)}",
+            f"(now {_format_time(now)}); signed by "
+            f"{', '.join(signer.key_id for signer in signers.values())}",
             fix=resign_fix(manifest, path.parent),
         )
     return VerifiedManifest(

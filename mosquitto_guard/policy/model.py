@@ -244,7 +244,7 @@ class _PolicyLoader:
             for earlier in keys:
                 if earlier.name == trusted.name:
                     raise self.error(f"keys[{index}].name", f"duplicate key name {trusted.name!r}")
-                if earlier.key_id == trusted.key_id:
+                if earlier.key_id == trusted.key_id or earlier.key.material == trusted.key.material:
                     raise self.error(
                         f"keys[{index}]",
                         f"key {trusted.key_id} is already listed as {earlier.name!r}",

@@ -63,6 +63,22 @@ class PublicKey:
         default=None, compare=False, repr=False
     )
 
+    @property
+    def material(self) -> str:
+        """The key itself, independent of its format: what makes two signers distinct.
+
+        An Ed25519 key gives the same value whether it is written as an SSH key or as a
+        minisign key, and two minisign lines that differ only in their key id give the same
+        value too, so one key can never count as two signers.
+        """
+        if self.kind == "ssh":
+            blob = base64.b64decode(self.text.split()[1])
+            if self.text.startswith("ssh-ed25519 "):
+                return "ed25519:" + blob[-32:].hex()
+            return "ssh:" + blob.hex()
+        raw = base64.b64decode(self.text)
+        return "ed25519:" + raw[10:].hex()
+
     def verify(self, data: bytes, signature: bytes, namespace: str) -> None:
         """Check that `signature` is this key's signature over `data` in `namespace`.
 
