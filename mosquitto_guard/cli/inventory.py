@@ -16,8 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mosquitto_guard.config.messages import display_path
 from mosquitto_guard.config.model import BrokerConfig
-from mosquitto_guard.config.reader import display_path, read_config
+from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.errors import UsageError
 from mosquitto_guard.inventory.argv import parse_broker_args
 from mosquitto_guard.inventory.collect import collect_inventory

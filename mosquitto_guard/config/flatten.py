@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mosquitto_guard.config.messages import display_path
 from mosquitto_guard.config.model import BrokerConfig, Location, Option
 from mosquitto_guard.config.options import (
     C_WHITESPACE,
@@ -29,7 +30,7 @@ from mosquitto_guard.config.options import (
     canonical_name,
     find_option,
 )
-from mosquitto_guard.config.reader import V2_0, display_path
+from mosquitto_guard.config.reader import V2_0
 from mosquitto_guard.errors import ConfigError
 
 DEFAULT_LISTENER = "the default listener"

@@ -43,14 +43,27 @@ not modelled, and names that 2.0 resolves through DNS (`bind_address`) are never
 
 from __future__ import annotations
 
-import os
 import socket
-import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cmp_to_key
 from pathlib import Path
 
+from mosquitto_guard.config.files import (
+    list_include_dir,
+    load_lines,
+    parse_line,
+)
+from mosquitto_guard.config.messages import (
+    bad_keyword,
+    empty_value,
+    needs_listener,
+    option_error,
+    out_of_range,
+    quoted,
+    scope_name,
+    shortened,
+    unknown_option,
+)
 from mosquitto_guard.config.model import BrokerConfig, Listener, Location, Option, PluginEntry
 from mosquitto_guard.config.options import (
     C_WHITESPACE,
@@ -68,7 +81,6 @@ from mosquitto_guard.config.options import (
     is_publish_topic,
     is_subscribe_topic,
 )
-from mosquitto_guard.errors import ConfigError, HostError
 
 V2_0 = (2, 0)
 V2_1 = (2, 1)
@@ -114,14 +126,6 @@ _DEFAULT_LISTENER_DEFAULTS: dict[str, object] = {
     "protocol": "mqtt",
     "tls_keyform": "pem",
 }
-
-
-def display_path(path: Path | str) -> str:
-    """Return `path` as one printable line, with undecodable bytes and control bytes escaped."""
-    text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return "".join(
-        f"\\x{ord(char):02x}" if ord(char) < 0x20 or ord(char) == 0x7F else char for char in text
-    )
 
 
 @dataclass(eq=False)
@@ -254,7 +258,7 @@ class _Reader:
 
     def read_main_file(self, path: Path) -> None:
         """Read one `-c` file, then run the bridge checks the broker runs after each one."""
-        self._read_file(path, _load_lines(path, None), level=0, included_from=None)
+        self._read_file(path, load_lines(path, None), level=0, included_from=None)
         self._check_new_bridges()
 
     def _read_file(
@@ -264,7 +268,7 @@ class _Reader:
         first_listener = self.default_listener if self.version == V2_0 else None
         state = _FileState(level, first_listener)
         for number, line in enumerate(lines, start=1):
-            option = _parse_line(path, number, line, included_from)
+            option = parse_line(path, number, line, included_from)
             if option is not None:
                 self.options.append(option)
                 self._apply(state, option)
@@ -273,15 +277,15 @@ class _Reader:
         if state.level > 0:
             if self.version == V2_0:
                 return  # 2.0 silently ignores include_dir outside the main file
-            raise _error(
+            raise option_error(
                 option,
                 "include_dir is only valid in the main configuration file",
                 "move this include_dir line into the main config file",
             )
         if not option.value:
-            raise _empty_value(option)
-        for path in _list_include_dir(option):
-            lines = _load_lines(path, option)
+            raise empty_value(option)
+        for path in list_include_dir(option):
+            lines = load_lines(path, option)
             self._read_file(path, lines, level=1, included_from=option.location)
 
     # Dispatch
@@ -289,7 +293,7 @@ class _Reader:
     def _apply(self, state: _FileState, option: Option) -> None:
         spec = find_option(option.key, self.version)
         if spec is None:
-            raise _unknown_option(option)
+            raise unknown_option(option)
         handler = self.handlers.get(canonical_name(spec))
         if handler is not None:
             handler(state, option, spec)
@@ -300,7 +304,7 @@ class _Reader:
         store = self._store_for(state, option, spec)
         name = canonical_name(spec)
         if name in ("cafile", "certfile") and "psk_hint" in store.values:
-            raise _error(
+            raise option_error(
                 option,
                 "certificate and PSK encryption on the same listener",
                 "use either psk_hint or cafile and certfile on one listener, not both",
@@ -339,7 +343,7 @@ class _Reader:
     def _listener_for(self, state: _FileState, option: Option) -> _ListenerState:
         if state.listener is None:
             if option.key in NEED_LISTENER_IN_2_1:
-                raise _needs_listener(option)
+                raise needs_listener(option)
             state.listener = self.default_listener
             self.default_listener_created = True
         if state.listener is not self.default_listener:
@@ -354,7 +358,7 @@ class _Reader:
         pointer may be stale: 2.0.11 lost such settings or crashed.
         """
         if then != now:
-            raise _error(
+            raise option_error(
                 option,
                 f"{option.key} follows an include_dir whose files add a {kind}, and the broker "
                 f"then applies it through a stale pointer, so the setting can be lost or the "
@@ -373,7 +377,7 @@ class _Reader:
 
     def _listener_for_security(self, state: _FileState, option: Option) -> _ListenerState:
         if state.listener is None:
-            raise _needs_listener(option)
+            raise needs_listener(option)
         if state.listener is not self.default_listener:
             self._check_not_moved(option, state.listener_count, len(self.listeners), "listener")
         return state.listener
@@ -381,7 +385,7 @@ class _Reader:
     def _bridge_for(self, state: _FileState, option: Option, spec: OptionSpec) -> _BridgeState:
         bridge = state.bridge
         if bridge is None:
-            raise _error(
+            raise option_error(
                 option,
                 "bridge option before any connection line in this file",
                 "put a `connection <name>` line before the bridge options, in the same file",
@@ -393,7 +397,7 @@ class _Reader:
         if (name in _BRIDGE_X509 and _BRIDGE_PSK & used) or (
             name in _BRIDGE_PSK and _BRIDGE_X509 & used
         ):
-            raise _error(
+            raise option_error(
                 option,
                 "certificate and PSK encryption in the same bridge",
                 "use either bridge_identity/bridge_psk or the bridge certificate options",
@@ -402,9 +406,9 @@ class _Reader:
 
     def _plugin_for(self, state: _FileState, option: Option) -> _PluginState:
         if state.plugin is None:
-            raise _error(
+            raise option_error(
                 option,
-                f"{_shortened(option.key)} without an earlier plugin line in the same file",
+                f"{shortened(option.key)} without an earlier plugin line in the same file",
                 "put the plugin line above its options, in the same file",
             )
         if self.version == V2_0 and state.plugin_store is not None:  # 2.1: own allocations
@@ -418,14 +422,14 @@ class _Reader:
     def _string(self, option: Option, spec: OptionSpec, store: _Store) -> str:
         """Read a string value as `conf__parse_string()` does: trimmed, once per place."""
         if not option.value:
-            raise _empty_value(option)
+            raise empty_value(option)
         name = canonical_name(spec)
         replaced = self.version == V2_1 and name in REPLACED_IN_2_1
         if spec.repeat is Repeat.ONCE and not replaced and name in store.values:
-            raise _error(
+            raise option_error(
                 option,
                 f"duplicate {option.key} value",
-                f"keep only one {option.key} line per {_place(spec.scope)}",
+                f"keep only one {option.key} line per {scope_name(spec.scope)}",
             )
         return _trimmed_value(option)
 
@@ -434,7 +438,7 @@ class _Reader:
         if not option.args:
             if spec.empty_ok and self.version == V2_0:
                 return None
-            raise _empty_value(option)
+            raise empty_value(option)
         word = option.args[0]
         if spec.kind is Kind.BOOLEAN:
             return _boolean(option, word)
@@ -446,9 +450,9 @@ class _Reader:
         if self.version == V2_1:
             number = c_strtol_strict(word)
             if number is None or not -(2**31) <= number < 2**31:
-                raise _error(
+                raise option_error(
                     option,
-                    f"{option.key} value {_quoted(word)} is not a number",
+                    f"{option.key} value {quoted(word)} is not a number",
                     "write a whole number",
                 )
         elif option.key == "memory_limit":
@@ -459,7 +463,7 @@ class _Reader:
         if (low is not None and number < low) or (
             spec.maximum is not None and number > spec.maximum
         ):
-            raise _out_of_range(option, word, number, low, spec.maximum)
+            raise out_of_range(option, word, number, low, spec.maximum)
         if option.key == "max_connections" and number < 0:
             return -1
         return number
@@ -467,28 +471,28 @@ class _Reader:
     def _raw_keyword(self, option: Option, spec: OptionSpec) -> str:
         """Read a value that must be one keyword exactly, spaces included."""
         if not option.value:
-            raise _empty_value(option)
+            raise empty_value(option)
         if option.value not in spec.keywords:
-            raise _bad_keyword(option, spec, option.value)
+            raise bad_keyword(option, spec, option.value)
         return option.value
 
     # Listeners and bridges
 
     def _listener(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         if not option.args:
-            raise _empty_value(option)
+            raise empty_value(option)
         port = self._port_number(option, option.args[0])
         address = option.args[1] if len(option.args) > 1 else None
         if address is not None and address.startswith("#"):
             address = None
         if not 0 <= port <= 65535:
-            raise _error(
+            raise option_error(
                 option,
                 f"invalid port {port}",
                 "use a port from 1 to 65535, or 0 with a Unix socket path",
             )
         if port == 0 and address is None:
-            raise _error(
+            raise option_error(
                 option,
                 "a listener with port 0 needs a Unix socket path",
                 "write `listener 0 /path/to/socket`, or use a port from 1 to 65535",
@@ -503,20 +507,20 @@ class _Reader:
             return c_atoi(word)
         number = c_strtol_strict(word)
         if number is None:
-            raise _error(
-                option, f"listener port {_quoted(word)} is not a number", "write a port number"
+            raise option_error(
+                option, f"listener port {quoted(word)} is not a number", "write a port number"
             )
         return number
 
     def _connection(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         if not option.args:
-            raise _empty_value(option)
+            raise empty_value(option)
         name = option.args[0]
         for bridge in self.bridges:
             if bridge.name == name:
-                raise _error(
+                raise option_error(
                     option,
-                    f"duplicate bridge name {_quoted(name)}",
+                    f"duplicate bridge name {quoted(name)}",
                     f"rename one bridge; the first is at {bridge.option.location}",
                 )
         state.bridge = _BridgeState(option, name)
@@ -526,7 +530,7 @@ class _Reader:
     def _address(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         bridge = self._bridge_for(state, option, spec)
         if bridge.address_count:
-            raise _error(
+            raise option_error(
                 option,
                 "second address line in the same bridge",
                 "list every address of the bridge on one address line",
@@ -540,26 +544,30 @@ class _Reader:
             _, colon, port_text = address.rpartition(":")
             port = c_atoi(port_text) if colon else 1883
             if not 1 <= port <= 65535:
-                raise _error(option, f"invalid bridge port {port}", "use a port from 1 to 65535")
+                raise option_error(
+                    option, f"invalid bridge port {port}", "use a port from 1 to 65535"
+                )
         if not addresses:
-            raise _empty_value(option)
+            raise empty_value(option)
         bridge.address_count = len(addresses)
 
     def _topic(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         bridge = self._bridge_for(state, option, spec)
         words = list(option.args)
         if not words:
-            raise _empty_value(option)
+            raise empty_value(option)
         topic = words[0]
         local_prefix = remote_prefix = None
         if len(words) > 1 and words[1].lower() not in ("out", "in", "both"):
-            raise _error(
-                option, f"invalid bridge topic direction {_quoted(words[1])}", "use out, in or both"
+            raise option_error(
+                option, f"invalid bridge topic direction {quoted(words[1])}", "use out, in or both"
             )
         if len(words) > 2:
             qos_word = words[2]
             if (c_atoi(qos_word) & 0xFF) > 2:
-                raise _error(option, f"invalid bridge QoS {_quoted(qos_word)}", "use QoS 0, 1 or 2")
+                raise option_error(
+                    option, f"invalid bridge QoS {quoted(qos_word)}", "use QoS 0, 1 or 2"
+                )
             if not qos_word.startswith("#") and len(words) > 3:
                 local_prefix = _prefix_word(words[3])
                 if not words[3].startswith("#") and len(words) > 4:
@@ -570,10 +578,10 @@ class _Reader:
     def _restart_timeout(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         self._bridge_for(state, option, spec)
         if not option.args:
-            raise _empty_value(option)
+            raise empty_value(option)
         base = max(1, c_atoi(option.args[0]))
         if len(option.args) > 1 and c_atoi(option.args[1]) < base:
-            raise _error(
+            raise option_error(
                 option,
                 "restart_timeout cap is lower than its base",
                 "write `restart_timeout <base> <cap>` with cap >= base",
@@ -599,7 +607,7 @@ class _Reader:
             ]
             for failed, reason, fix in problems:
                 if failed:
-                    raise _error(bridge.option, f"bridge {_quoted(bridge.name)} {reason}", fix)
+                    raise option_error(bridge.option, f"bridge {quoted(bridge.name)} {reason}", fix)
         self.bridges_checked = len(self.bridges)
 
     def check_bridge_client_ids(self) -> None:
@@ -610,9 +618,9 @@ class _Reader:
             remote = bridge.store.values.get("remote_clientid", f"{hostname}.{bridge.name}")
             local = str(bridge.store.values.get("local_clientid", f"local.{remote}"))
             if local in seen:
-                raise _error(
+                raise option_error(
                     bridge.option,
-                    f"bridge local_clientid {_quoted(local)} is not unique",
+                    f"bridge local_clientid {quoted(local)} is not unique",
                     f"set a different local_clientid here or at {seen[local].option.location}",
                 )
             seen[local] = bridge
@@ -624,26 +632,28 @@ class _Reader:
         if destination != "file":
             return
         if "log_dest file" in self.global_store.values:
-            raise _error(option, "second `log_dest file` line", "keep one `log_dest file` line")
+            raise option_error(
+                option, "second `log_dest file` line", "keep one `log_dest file` line"
+            )
         first = option.value.lstrip(" ")
         path = first[len("file") + 1 :].lstrip(" \t")
         if not path:
-            raise _empty_value(option)
+            raise empty_value(option)
         self.global_store.values["log_dest file"] = path
 
     def _expiration(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         if not option.args:
             if self.version == V2_0:
                 return
-            raise _empty_value(option)
+            raise empty_value(option)
         word = option.args[0]
         units = dict(_EXPIRATION_SECONDS)
         if self.version == V2_1:
             units["s"] = 1
         if word[-1] not in units or c_atoi(word[:-1]) * units[word[-1]] <= 0:
-            raise _error(
+            raise option_error(
                 option,
-                f"invalid persistent_client_expiration {_quoted(word)}",
+                f"invalid persistent_client_expiration {quoted(word)}",
                 "write a positive number followed by h, d, w, m or y, such as 14d",
             )
 
@@ -652,7 +662,7 @@ class _Reader:
             return  # 2.1 ignores the option once it is true
         value = self._word(option, spec)
         if value is True and self.security_used:
-            raise _error(
+            raise option_error(
                 option,
                 "per_listener_settings must be set before any other security option",
                 "move `per_listener_settings true` to the top of the main config file",
@@ -661,7 +671,7 @@ class _Reader:
 
     def _mount_point(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         if self.version == V2_0 and not self.listeners:
-            raise _error(
+            raise option_error(
                 option,
                 "mount_point before any listener line",
                 "put mount_point after the listener line it belongs to",
@@ -669,9 +679,9 @@ class _Reader:
         store = self._listener_for(state, option).store
         value = self._string(option, spec, store)
         if not is_publish_topic(value):
-            raise _error(
+            raise option_error(
                 option,
-                f"invalid mount_point {_quoted(value)}",
+                f"invalid mount_point {quoted(value)}",
                 "remove the + and # wildcards from the mount point",
             )
         store.values["mount_point"] = value
@@ -679,20 +689,20 @@ class _Reader:
     def _kpass_sha1(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         store = self._listener_for(state, option).store
         if not option.value:
-            raise _empty_value(option)
+            raise empty_value(option)
         if self.version == V2_0 and state.kpass_seen:
             # 2.0 keeps a stale pointer after the first use, so a second line in the same file
             # is reported as a duplicate whatever listener it belongs to.
-            raise _error(
+            raise option_error(
                 option,
                 "second tls_engine_kpass_sha1 line in the same file",
                 "put each listener's tls_engine_kpass_sha1 in a separate file",
             )
         value = option.value.strip(C_WHITESPACE)
         if not value:
-            raise _empty_value(option)
+            raise empty_value(option)
         if len(value) != 40 or any(char not in "0123456789abcdefABCDEF" for char in value):
-            raise _error(
+            raise option_error(
                 option,
                 "tls_engine_kpass_sha1 is not a SHA-1 digest",
                 "write the 40 hexadecimal digits of the SHA-1 digest",
@@ -703,13 +713,13 @@ class _Reader:
     def _bridge_tcp_keepalive(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         self._bridge_for(state, option, spec)
         if len(option.args) < 3:
-            raise _empty_value(option)
+            raise empty_value(option)
         for word in option.args[:3]:
             number = c_strtol_strict(word)
             if number is None or number <= 0:
-                raise _error(
+                raise option_error(
                     option,
-                    f"invalid TCP keepalive value {_quoted(word)}",
+                    f"invalid TCP keepalive value {quoted(word)}",
                     "write `bridge_tcp_keepalive <idle> <interval> <count>`, all above 0",
                 )
 
@@ -718,9 +728,9 @@ class _Reader:
     ) -> None:
         listener = self._listener_for(state, option)
         if listener is self.default_listener:
-            raise _needs_listener(option)
+            raise needs_listener(option)
         if not option.value.replace(",", " ").replace("\t", " ").split():
-            raise _empty_value(option)
+            raise empty_value(option)
 
     # Plugins
 
@@ -734,7 +744,7 @@ class _Reader:
             if security is not self.global_security:
                 listener = state.listener
         if not option.value:
-            raise _empty_value(option)
+            raise empty_value(option)
         path = option.value if self.version == V2_1 else _trimmed_value(option)
         plugin = _PluginState(option.key, path, option, listener)
         self.plugins.append(plugin)
@@ -747,19 +757,19 @@ class _Reader:
 
     def _plugin_load(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         if not option.args:
-            raise _empty_value(option)
+            raise empty_value(option)
         name = option.args[0]
         start = option.value.index(name) + len(name)
         path = option.value[start + 1 :] if start < len(option.value) else ""
         if any(plugin.name == name for plugin in self.plugins):
-            raise _error(
+            raise option_error(
                 option,
-                f"duplicate plugin name {_quoted(name)}",
+                f"duplicate plugin name {quoted(name)}",
                 "give each plugin_load a unique name",
             )
         if not path:
-            raise _error(
-                option, f"plugin {_quoted(name)} has no path", "write `plugin_load <name> <path>`"
+            raise option_error(
+                option, f"plugin {quoted(name)} has no path", "write `plugin_load <name> <path>`"
             )
         plugin = _PluginState(option.key, path, option, None, name=name, loaded=False)
         self.plugins.append(plugin)
@@ -769,7 +779,7 @@ class _Reader:
     def _plugin_use(self, state: _FileState, option: Option, spec: OptionSpec) -> None:
         listener = self._listener_for(state, option)
         if listener is self.default_listener:
-            raise _needs_listener(option)
+            raise needs_listener(option)
         name = self._string(option, spec, _Store())
         for plugin in self.plugins:
             if plugin.name == name:
@@ -781,9 +791,9 @@ class _Reader:
                 state.plugin = plugin
                 state.plugin_store = None
                 return
-        raise _error(
+        raise option_error(
             option,
-            f"plugin {_quoted(name)} is not loaded before this line",
+            f"plugin {quoted(name)} is not loaded before this line",
             f"add `plugin_load {name} <path>` above this line",
         )
 
@@ -791,13 +801,13 @@ class _Reader:
         plugin = self._plugin_for(state, option)
         key = option.key[len(spec.name) :]
         if len(key) < 3:
-            raise _error(
+            raise option_error(
                 option,
-                f"plugin option name {_quoted(key)} is shorter than 3 characters",
+                f"plugin option name {quoted(key)} is shorter than 3 characters",
                 "use a key of 3 or more characters; the broker rejects shorter ones",
             )
         if not option.value.lstrip(" \t"):
-            raise _empty_value(option)
+            raise empty_value(option)
         plugin.options.setdefault(key, []).append(option)
 
     # Result
@@ -856,136 +866,6 @@ class _Reader:
         )
 
 
-# Lines and files
-
-
-def _parse_line(
-    path: Path, number: int, line: bytes, included_from: Location | None
-) -> Option | None:
-    """Split one line into an `Option`, or return None for a line the broker skips."""
-    location = Location(path, number)
-    if b"\0" in line:
-        raise _line_error(location, line, "line contains a NUL byte", "remove the NUL byte")
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _line_error(
-            location, line, "line is not valid UTF-8", "save the file as UTF-8"
-        ) from None
-    if not text or text[0] in "#\r":
-        return None
-    text = text.rstrip("\r\n")
-    stripped = text.lstrip(" ")
-    if not stripped:
-        return None
-    key = stripped.split(" ", 1)[0]
-    value_start = len(text) - len(stripped) + len(key) + 1
-    value = text[value_start:]
-    args = tuple(word for word in value.split(" ") if word)
-    return Option(key, value, args, location, text, included_from)
-
-
-def _load_lines(path: Path, include_line: Option | None) -> list[bytes]:
-    """Read a config file as the broker opens it, and split it into lines."""
-    printable_path = display_path(path)
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise _file_error(
-            include_line, printable_path, "config file not found", "check the path"
-        ) from None
-    except PermissionError:
-        raise HostError(
-            f"cannot read config file {printable_path}: permission denied",
-            fix="run as a user that can read it, or correct its permissions",
-        ) from None
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise _file_error(
-            include_line, printable_path, f"cannot open config file: {reason}", "check the path"
-        ) from None
-    try:
-        data = _read_regular_file(descriptor, include_line, printable_path)
-    finally:
-        os.close(descriptor)
-    if not data:
-        return []
-    lines = data.split(b"\n")
-    if data.endswith(b"\n"):
-        lines.pop()
-    return lines
-
-
-def _read_regular_file(descriptor: int, include_line: Option | None, printable_path: str) -> bytes:
-    mode = os.fstat(descriptor).st_mode
-    if stat.S_ISDIR(mode):
-        raise _file_error(
-            include_line,
-            printable_path,
-            "config file is a directory",
-            "point at a file, or rename the directory so its name does not end in .conf",
-        )
-    if not stat.S_ISREG(mode):
-        raise _file_error(
-            include_line,
-            printable_path,
-            "config file is not a regular file",
-            "use a regular file for the config",
-        )
-    chunks = []
-    try:
-        while chunk := os.read(descriptor, 1 << 20):
-            chunks.append(chunk)
-    except OSError as error:
-        raise HostError(f"cannot read config file {printable_path}: {error.strerror}") from None
-    return b"".join(chunks)
-
-
-def _list_include_dir(option: Option) -> list[Path]:
-    """List the files an `include_dir` line reads, in the order the broker reads them."""
-    directory = os.fsencode(option.value)
-    try:
-        names = os.listdir(directory)
-    except OSError as error:
-        raise _error(
-            option,
-            f"cannot open include_dir {_quoted(option.value, 4096)}: {error.strerror}",
-            "create the directory, or correct the path (spaces after it are part of it)",
-        ) from None
-    chosen = [name for name in names if len(name) > 5 and name.endswith(b".conf")]
-    chosen.sort(key=cmp_to_key(_compare_names))
-    return [Path(os.fsdecode(directory + b"/" + name)) for name in chosen]
-
-
-def _compare_names(first: bytes, second: bytes) -> int:
-    """Compare two file names as the broker's `scmp_p()` does on glibc.
-
-    Each character compares by its `toupper()` value first and by its value as a signed C
-    char second. glibc's `toupper()` returns bytes above 0x7F unsigned (0xFF becomes -1), so
-    such names sort after ASCII ones. When one name starts the other, the next character of
-    the longer one decides, as a signed char.
-    """
-    for left, right in zip(first, second, strict=False):
-        difference = _c_toupper(left) - _c_toupper(right)
-        if difference == 0:
-            difference = _signed_char(left) - _signed_char(right)
-        if difference:
-            return difference
-    left_end = _signed_char(first[len(second)]) if len(first) > len(second) else 0
-    right_end = _signed_char(second[len(first)]) if len(second) > len(first) else 0
-    return left_end - right_end
-
-
-def _c_toupper(byte: int) -> int:
-    if 97 <= byte <= 122:
-        return byte - 32
-    return -1 if byte == 0xFF else byte
-
-
-def _signed_char(byte: int) -> int:
-    return byte - 256 if byte > 127 else byte
-
-
 # Value helpers
 
 
@@ -994,18 +874,20 @@ def _boolean(option: Option, word: str) -> bool:
         return True
     if word in ("false", "0"):
         return False
-    raise _error(
+    raise option_error(
         option,
-        f"invalid {option.key} value {_quoted(word)}",
+        f"invalid {option.key} value {quoted(word)}",
         "write true or false (lowercase), or 1 or 0",
     )
 
 
 def _keyword(option: Option, spec: OptionSpec, word: str) -> str:
     if option.key == "start_type" and word == "manual":
-        raise _error(option, "start_type manual is not supported", "use automatic, lazy or once")
+        raise option_error(
+            option, "start_type manual is not supported", "use automatic, lazy or once"
+        )
     if word not in spec.keywords:
-        raise _bad_keyword(option, spec, word)
+        raise bad_keyword(option, spec, word)
     return word
 
 
@@ -1013,11 +895,11 @@ def _trimmed_value(option: Option) -> str:
     """Return the value with surrounding whitespace removed, as `conf__parse_string()` does."""
     value = option.value.strip(C_WHITESPACE)
     if not value:
-        raise _empty_value(option)
+        raise empty_value(option)
     if len(value.encode("utf-8")) > 65535:
-        raise _error(
+        raise option_error(
             option,
-            f"{_shortened(option.key)} value is longer than 65535 bytes",
+            f"{shortened(option.key)} value is longer than 65535 bytes",
             "shorten the value",
         )
     return value
@@ -1033,14 +915,14 @@ def _check_topic_remap(
     """Check a bridge topic's prefixes as `bridge__add_topic()` does."""
     for side, prefix in (("local", local_prefix), ("remote", remote_prefix)):
         if prefix is not None and not is_publish_topic(prefix):
-            raise _error(
+            raise option_error(
                 option,
-                f"invalid bridge topic {side} prefix {_quoted(prefix)}",
+                f"invalid bridge topic {side} prefix {quoted(prefix)}",
                 "remove the + and # wildcards from the prefix",
             )
     pattern = None if topic == '""' else topic
     if pattern is None and (local_prefix is None or remote_prefix is None):
-        raise _error(
+        raise option_error(
             option,
             'a bridge topic of "" needs both a local and a remote prefix',
             'write `topic "" <direction> <qos> <local-prefix> <remote-prefix>`',
@@ -1048,107 +930,8 @@ def _check_topic_remap(
     for prefix in (local_prefix, remote_prefix):
         combined = None if prefix is None else prefix + (pattern or "")
         if combined is not None and not is_subscribe_topic(combined):
-            raise _error(
+            raise option_error(
                 option,
-                f"invalid bridge topic {_quoted(combined)} after adding the prefix",
+                f"invalid bridge topic {quoted(combined)} after adding the prefix",
                 "make the prefix end in / and keep wildcards as whole topic levels",
             )
-
-
-# Errors
-
-
-def _error(option: Option, reason: str, fix: str) -> ConfigError:
-    return ConfigError(
-        display_path(option.location.path), option.location.line, option.raw, reason, fix=fix
-    )
-
-
-def _line_error(location: Location, line: bytes, reason: str, fix: str) -> ConfigError:
-    text = line.decode("utf-8", "backslashreplace").replace("\0", "\\x00")
-    return ConfigError(display_path(location.path), location.line, text, reason, fix=fix)
-
-
-def _file_error(
-    include_line: Option | None, printable_path: str, reason: str, fix: str
-) -> ConfigError:
-    if include_line is None:
-        return ConfigError(printable_path, 0, printable_path, reason, fix=fix)
-    return _error(include_line, f"{reason}: {printable_path}", fix)
-
-
-def _unknown_option(option: Option) -> ConfigError:
-    name = _quoted(option.key)
-    if "\t" in option.key:
-        return _error(
-            option,
-            f"unknown option {name}: Mosquitto separates words with spaces only",
-            "replace the tabs with spaces",
-        )
-    if option.key.startswith("#"):
-        return _error(
-            option,
-            f"unknown option {name}: a comment must start in the first column",
-            "remove the spaces before #",
-        )
-    return _error(
-        option,
-        f"unknown option {name}",
-        "correct the name (see mosquitto.conf(5)) or remove the line; "
-        "the broker stops at unknown options",
-    )
-
-
-def _empty_value(option: Option) -> ConfigError:
-    key = _shortened(option.key)
-    return _error(option, f"missing value for {key}", f"write a value after {key}")
-
-
-def _needs_listener(option: Option) -> ConfigError:
-    return _error(
-        option,
-        f"{option.key} needs a listener line before it in the same file",
-        "put this line after the listener line it belongs to",
-    )
-
-
-def _out_of_range(
-    option: Option, word: str, number: int, low: int | None, high: int | None
-) -> ConfigError:
-    if low is not None and high is not None:
-        allowed = f"from {low} to {high}"
-    elif low is not None:
-        allowed = f"of at least {low}"
-    else:
-        allowed = f"of at most {high}"
-    read = "" if word == str(number) else f" (read as {number})"
-    return _error(
-        option,
-        f"invalid {option.key} value {_quoted(word)}{read}",
-        f"use a whole number {allowed}",
-    )
-
-
-def _bad_keyword(option: Option, spec: OptionSpec, word: str) -> ConfigError:
-    allowed = ", ".join(sorted(spec.keywords))
-    return _error(option, f"invalid {option.key} value {_quoted(word)}", f"use one of: {allowed}")
-
-
-def _shortened(text: str, limit: int = 60) -> str:
-    """Return `text` cut to `limit` characters, so that hostile lines keep messages short."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    return repr(_shortened(text, limit))
-
-
-def _place(scope: Scope) -> str:
-    return {
-        Scope.GLOBAL: "config",
-        Scope.DEFAULT_LISTENER: "default listener",
-        Scope.LISTENER: "listener",
-        Scope.SECURITY: "set of security options",
-        Scope.BRIDGE: "bridge",
-        Scope.PLUGIN: "plugin",
-    }[scope]

@@ -174,7 +174,7 @@ def check_directory(path: Path) -> list[PathProblem]:
 def is_inside(path: Path, directories: list[Path]) -> bool:
     """Return True when `path` lies inside one of `directories` or their subdirectories.
 
-    `path` is compared as written, so callers must first make sure it holds no symlink and no
+    `path` is compared as written, so callers must first make sure it contains no symlink and no
     "..", which `check_path(path, allow_symlinks=False)` rejects. Each
     directory is compared both as written and with its symlinks resolved, so that a policy may
     name `/lib/x86_64-linux-gnu` on a system where `/lib` links to `/usr/lib`.

@@ -160,7 +160,10 @@ class _Background(Generic[_Result]):
 
 
 def _trust_path_problems(policy: Policy) -> list[str]:
-    """Whoever can write the policy, the manifests or the rollback state controls the trust."""
+    """Return problems on the paths of the policy, the manifest and the state directories.
+
+    A user who can write any of them decides what is trusted.
+    """
     problems = [f"policy {problem}" for problem in check_path(policy.path, allow_symlinks=True)]
     for what, directory in (("manifest_dir", policy.manifest_dir), ("state_dir", policy.state_dir)):
         problems += [f"{what} {problem}" for problem in check_directory(directory)]
@@ -251,22 +254,30 @@ def _check_item(item: CodeItem, config: BrokerConfig | None, context: _Context) 
     _check_admin_code(item, item.path, config, context)
 
 
+def _location_problems(item: CodeItem, path: Path, policy: Policy) -> list[str]:
+    """Return why `path` may not contain admin-chosen code: its owners, modes, or its directory."""
+    path_problems = check_path(path, allow_symlinks=False)
+    if path_problems:
+        return [f"{item.source}: plugin path {problem}" for problem in path_problems]
+    if not is_inside(path, list(policy.plugin_dirs)):
+        allowed = ", ".join(str(directory) for directory in policy.plugin_dirs) or "none"
+        return [
+            f"{item.source}: {path} is outside the allowed plugin directories ({allowed}); "
+            f"fix: install the plugin into one of them, or add its directory to plugin_dirs in "
+            f"{policy.path}"
+        ]
+    return []
+
+
 def _check_admin_code(
     item: CodeItem, path: Path, config: BrokerConfig | None, context: _Context
 ) -> None:
     plan, policy = context.plan, context.policy
-    path_problems = check_path(path, allow_symlinks=False)
-    if path_problems:
-        plan.problems += [f"{item.source}: plugin path {problem}" for problem in path_problems]
+    location_problems = _location_problems(item, path, policy)
+    if location_problems:
+        plan.problems += location_problems
         return
-    if not is_inside(path, list(policy.plugin_dirs)):
-        allowed = ", ".join(str(directory) for directory in policy.plugin_dirs) or "none"
-        plan.problems.append(
-            f"{item.source}: {path} is outside the allowed plugin directories ({allowed}); "
-            f"fix: install the plugin into one of them, or add its directory to plugin_dirs in "
-            f"{policy.path}"
-        )
-        return
+
     sealed = plan.sealed.get(path)
     if sealed is None:
         try:
@@ -345,7 +356,7 @@ def _broker_argv(
 def _replace_config_argument(args: list[str], replacement: str) -> list[str]:
     """Replace the first `-c FILE` with `-c replacement` and drop any further ones.
 
-    The flattened config already holds every `-c` file in order, so one copy is enough.
+    The flattened config already contains every `-c` file in order, so one copy is enough.
     """
     result: list[str] = []
     replaced = False

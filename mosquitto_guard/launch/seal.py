@@ -2,8 +2,8 @@
 
 The bytes that were verified must be the bytes the broker maps. A path on disk can be replaced
 between the check and the broker's `dlopen`, so the launcher copies each verified file into a
-memfd and adds every write seal (`F_SEAL_WRITE`, `F_SEAL_SHRINK`, `F_SEAL_GROW`) and then
-`F_SEAL_SEAL`, after which no process, root included, can change the contents or lift the
+memfd. It adds every write seal (`F_SEAL_WRITE`, `F_SEAL_SHRINK`, `F_SEAL_GROW`) and then
+`F_SEAL_SEAL`. After that, no process, root included, can change the contents or lift the
 seals. The broker then loads `/proc/self/fd/N`, which names that memfd in its own process.
 """
 
