@@ -140,6 +140,11 @@ def format_text(inventory: Inventory) -> str:
         if item.problem is not None:
             label = "problem" if item.loaded else "problem (not loaded)"
             lines.append(f"{label}: {where}: {display_path(item.problem)}")
+            if item.option is not None and "#" in item.written:
+                lines.append(
+                    f"hint: {display_path(item.source)}: the value contains '#'; Mosquitto reads "
+                    "a trailing comment as part of the path, so put the comment on its own line"
+                )
         if item.note is not None:
             lines.append(f"note: {where}: {display_path(item.note)}")
     summary = f"{len(inventory.items)} item(s), {len(inventory.problems)} problem(s)"

@@ -334,8 +334,11 @@ def find_manifest(
         try:
             return verify_manifest(path, policy, now)
         except GuardError as error:
-            logger.warning("%s", error)
-            first_error = first_error or error
+            # Only the first error is raised, and the caller reports it; log the others.
+            if first_error is None:
+                first_error = error
+            else:
+                logger.warning("%s", error)
     if first_error is not None:
         raise first_error
     same_name = [item for item in manifests if item[1].file.name == plugin_path.name]

@@ -166,3 +166,14 @@ def test_cli_text_escapes_control_characters(
     out = capsys.readouterr().out
     assert "\x1b" not in out
     assert "\\x1b[31mred.so" in out
+
+
+def test_cli_trailing_comment_hint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "m.conf"
+    config.write_text("plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so # dynsec\n")
+    assert main(["inventory", "-c", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"hint: {config}:1: the value contains '#'; Mosquitto reads a trailing comment as part "
+        "of the path, so put the comment on its own line"
+    ) in out
