@@ -3,7 +3,10 @@
 The launch is a checklist. Each step either passes or adds a problem; problems are collected
 rather than raised one at a time, so that an admin sees every reason in one run.
 
-1. The broker binary sits on a root-owned path that nobody else can write.
+0. (In the CLI, before this module runs.) The launcher's own environment sets no variable that
+   loads code into it, such as LD_PRELOAD or PYTHONPATH; this step is never permissive.
+1. The broker binary, the policy file, the manifest directory and the state directory sit on
+   root-owned paths that nobody else can write, and `/etc/ld.so.preload` is empty.
 2. The broker's arguments: at most one `-c`, no `--tls-keylog`.
 3. The environment: no `SNAP_NAME`, no `PUID=0`/`PGID=0`; variables that load code are removed.
 4. The config reads cleanly, as the broker of this version reads it, and has no `user root`.
@@ -14,7 +17,7 @@ rather than raised one at a time, so that an admin sees every reason in one run.
       not expired, names this broker version and every option the config passes, and is not
       older than a version already accepted;
    b. system code (linked libraries, NSS modules, engines by id): a root-owned path;
-   c. `/etc/ld.so.preload` entries and anything unresolved: rejected.
+   c. anything the inventory could not resolve or read: rejected.
 6. A flattened copy of the config, with each plugin path replaced by its sealed memfd, is itself
    sealed and passed with `-c /proc/self/fd/N`.
 7. The versions accepted are recorded, so older signed versions are rejected from then on.
