@@ -313,14 +313,17 @@ class _Collector:
             self.inventory.warnings.append(f"OpenSSL config {path} not found: no module is loaded")
             return
         except OSError as error:
-            self.inventory.warnings.append(
-                f"OpenSSL config {path} cannot be read: {error.strerror}"
-            )
+            message = f"OpenSSL config {path} cannot be read: {error.strerror}"
+            self.inventory.warnings.append(message)
+            self.inventory.undecided.append(message)
             return
         except OpenSSLConfigError as error:
             self.inventory.host_files.append(path)
             self.inventory.warnings.append(
                 f"{error}; OpenSSL rejects the config file and loads no module from it"
+            )
+            self.inventory.undecided.append(
+                f"{error}; whether OpenSSL loads a module from it cannot be decided"
             )
             return
         self.inventory.host_files += config.files

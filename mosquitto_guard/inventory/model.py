@@ -97,6 +97,9 @@ class Inventory:
     items: list[CodeItem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     host_files: list[Path] = field(default_factory=list)
+    # Inputs whose effect could not be decided, such as an OpenSSL config this reader cannot
+    # follow; a verifier must treat each as a failure, because code may load from it.
+    undecided: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[CodeItem]:
@@ -109,6 +112,7 @@ class Inventory:
             "format_version": FORMAT_VERSION,
             "items": [item.to_dict() for item in self.items],
             "warnings": list(self.warnings),
+            "undecided": list(self.undecided),
             "host_files": [str(path) for path in self.host_files],
         }
 

@@ -276,6 +276,12 @@ class _Parser:
         full = path if path.is_absolute() else self.cwd / path
         data = full.read_bytes()
         self.config.files.append(full)
+        if b"\0" in data:
+            # OpenSSL's line reader and this one disagree on NUL bytes (OpenSSL 3.0 may stop
+            # at one, or join lines around it), so no reading of such a file can be trusted.
+            raise OpenSSLConfigError(
+                f"{full}: contains a NUL byte, which OpenSSL reads differently"
+            )
         text = data.decode("utf-8", "surrogateescape")
         if first and text.startswith(_UTF8_BOM):
             text = text[1:]

@@ -15,12 +15,19 @@ _VERSION = re.compile(rb"mosquitto version (\d+)\.(\d+)\.(\d+)")
 def broker_version(broker: Path) -> tuple[int, int, int]:
     """Return the broker's version as printed by `mosquitto -h`.
 
-    `-h` prints the usage and exits without reading a config or loading a plugin. Raises
+    `-h` prints the usage and exits without reading a config or loading a plugin, and the
+    OpenSSL config is pointed at /dev/null. Raises
     `HostError` when the binary cannot run or prints no version.
     """
     try:
         result = subprocess.run(
-            [str(broker), "-h"], capture_output=True, timeout=10, check=False, env={}
+            [str(broker), "-h"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+            # Mosquitto 2.0 loads the OpenSSL config, and the modules it names, first thing in
+            # main(), even for -h: /dev/null keeps unverified modules out of this probe.
+            env={"OPENSSL_CONF": "/dev/null"},
         )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise HostError(

@@ -108,7 +108,10 @@ def prepare_launch(
     # Step 1: the broker binary, the trust anchors and the loader's preload list.
     plan.problems += [f"broker {problem}" for problem in check_path(broker, allow_symlinks=True)]
     plan.problems += _trust_path_problems(policy)
-    plan.problems += _preload_problems(LD_SO_PRELOAD)
+    preload = _preload_problems(LD_SO_PRELOAD)
+    if preload:
+        # The probes below run the broker and other programs, which would preload it too.
+        raise LaunchRejected(plan.problems + preload)
     # Step 2: the broker's arguments.
     args = parse_broker_args(list(broker_args))
     plan.problems += _argument_problems(args)
@@ -132,6 +135,10 @@ def prepare_launch(
         thread.join()
     # The checks below use no build id; reading them would import pyelftools for nothing.
     inventory = collect_inventory(config, plan.env, cwd=Path.cwd(), build_ids=False)
+    plan.problems += [
+        f"{undecided}; fix: make the file readable and well-formed"
+        for undecided in inventory.undecided
+    ]
     for item in inventory.items:
         _check_item(item, config, context)
     # Step 6: the sealed, flattened config.
@@ -314,6 +321,10 @@ def _check_admin_code(
         plan.problems.append(f"{item.source}: {error}")
         return
     accepted = (verified.manifest.name, verified.manifest.version, sealed.sha256)
+    problem = _version_conflict(item, accepted, plan.accepted, context)
+    if problem:
+        plan.problems.append(problem)
+        return
     if accepted not in plan.accepted:
         plan.accepted.append(accepted)
         logger.info(
@@ -323,6 +334,37 @@ def _check_admin_code(
             verified.manifest.version,
             ", ".join(verified.signers),
         )
+
+
+def _version_conflict(
+    item: CodeItem,
+    accepted: tuple[str, int, str],
+    earlier: list[tuple[str, int, str]],
+    context: _Context,
+) -> str | None:
+    """Return why a verified file is still a rollback, or None.
+
+    Two cases escape the per-name rollback state: the same plugin name loaded in two versions
+    by one launch, and bytes that an older version of another name also describes (an old
+    build signed once more under a second name).
+    """
+    name, version, digest = accepted
+    for other_name, other_version, other_digest in earlier:
+        if other_name == name and (other_version, other_digest) != (version, digest):
+            return (
+                f"{item.source}: plugin {name!r} is loaded in two versions by this config "
+                f"({other_version} and {version}); fix: load one build of {name}"
+            )
+    state = VersionState(context.policy.state_dir)
+    index = context.manifests.manifests if context.manifests is not None else ()
+    for path, manifest in index:
+        if manifest.file.sha256 != digest or manifest.name == name:
+            continue
+        try:
+            state.check(manifest.name, manifest.version, digest)
+        except GuardError as error:
+            return f"{item.source}: these bytes are also {path}: {error}"
+    return None
 
 
 def _rewrite(item: CodeItem, sealed: SealedFile | None, context: _Context) -> None:

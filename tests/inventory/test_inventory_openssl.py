@@ -381,3 +381,13 @@ def test_real_openssl_config_module_name(tmp_path: Path) -> None:
     listed = config_module_loads(parsed, env, probe_openssl())
     assert [load.load_name for load in listed] == ["libmymod.so"]
     assert openssl_loaded(config, log, env) == ["config-module"]
+
+
+def test_config_with_nul_byte_is_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "openssl.cnf"
+    config.write_bytes(b"openssl_conf = init\n\0[init]\nproviders = p\n")
+    with pytest.raises(OpenSSLConfigError) as raised:
+        parse_openssl_config(config, {}, tmp_path)
+    assert str(raised.value) == (
+        f"{config}: contains a NUL byte, which OpenSSL reads differently"
+    )
