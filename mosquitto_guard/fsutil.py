@@ -20,6 +20,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     directory = path.parent
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except FileNotFoundError as error:
+        raise HostError(
+            f"cannot write {path}: directory {directory} does not exist",
+            fix=f"create it first: install -d -m 0700 {directory}",
+        ) from error
     except OSError as error:
         raise HostError(f"cannot write {path}: {error.strerror}") from error
     try:
