@@ -1,0 +1,496 @@
+"""A seccomp filter that denies the system calls a broker never needs, installed just before `exec`.
+
+Use:
+
+    report = install_seccomp()      # in the launcher, after `apply_landlock`
+    os.execv(broker, argv)          # the one `execve` the filter lets through
+
+The filter stays in force for the broker, its threads and its children. A denied call fails with
+`EPERM` (the process is not killed), so the broker logs an error and keeps serving.
+
+The exec problem, and the design chosen
+----------------------------------------
+The filter must be installed before the launcher's own `execve` of the broker, since nothing of
+the launcher runs afterwards, yet the broker must not be able to `execve` anything. A seccomp
+filter is a fixed program over one call's number and arguments: it cannot count calls. The
+options looked at:
+
+- Allow `execve` only for the path pointer the launcher passes: not a boundary, because code
+  running in the broker can put any string at that same address and call `execve` with it.
+- Allow `execve` and leave exec to Landlock's execute right: the broker's own binary must stay
+  executable, so seccomp would deny nothing there.
+- Have the broker load a preloaded library that installs the filter after `exec`: needs a
+  compiled C library shipped with the product.
+- A user-notification filter, chosen here. `execve` and `execveat` return
+  SECCOMP_RET_USER_NOTIF, which passes the call to the process that has the filter's listener
+  file descriptor. `install_seccomp` forks a small supervisor process that has the only copy of
+  that descriptor. It lets exactly one call through, the launcher's `execve` (checked by thread
+  id), and then exits. Once the last copy of the listener is closed, the kernel fails every later
+  `execve`/`execveat` of the broker and its children with ENOSYS ("Function not implemented").
+  It cannot wait for a supervisor that is gone, and no process can open that listener again.
+  If the launcher exits without exec, the supervisor reads end of file on a pipe and exits too.
+
+So `execve`/`execveat` are denied with ENOSYS, not EPERM: that errno comes from the kernel and
+cannot be chosen. Like EPERM it makes the call fail without killing the caller. A failed first
+`execve` (a wrong path, say) is the allowed one all the same; a retry fails with ENOSYS.
+
+The supervisor is forked twice, so it is not a child of the broker, and the launcher reaps the
+intermediate process before `install_seccomp` returns. It inherits the filter, which is harmless:
+it only polls, receives and responds. A child the launcher forks before exec is under the same
+filter, so its `execve` goes to the supervisor too, which denies it with EPERM.
+
+Why not a library
+-----------------
+`python3-seccomp` (Debian's libseccomp bindings) is not importable from a virtual environment.
+`pyseccomp` on PyPI wraps libseccomp with ctypes, but its last release (0.1.2) dates from
+January 2021, and it needs the libseccomp shared library on the host. The filter here is a
+short classic BPF program, so it is assembled with `struct` and loaded with the `seccomp`
+system call through `ctypes`.
+
+What the program checks
+-----------------------
+The architecture comes first: a call made through another ABI (the 32-bit `int 0x80` entry, or
+x32 numbers on x86_64) is denied as a whole, because the numbers below mean other calls there.
+Only x86_64 is supported; on another machine `install_seccomp` raises `HostError`. `clone` is
+denied when it asks for a new namespace, and `clone3`, whose flags are behind a pointer the filter
+cannot read, fails with ENOSYS so that the C library falls back to `clone`.
+
+NOTE: the CONTINUE response needs Linux 5.5. On Linux 5.0 to 5.4 the filter installs, but the
+launcher's own `execve` then fails with ENOSYS. Only one filter with a listener is allowed in a
+process's filter chain, so installing fails with EBUSY under a runtime that already set one.
+
+NOTE: like Landlock, a filter holds for the calling thread only (threads that already exist are
+not filtered), so call `install_seccomp` while the process has one thread, just before `exec`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import select
+import struct
+import threading
+from dataclasses import dataclass
+
+from mosquitto_guard.errors import HostError
+
+# The denied calls, in groups. The comment before each group gives the reason a broker never
+# needs it.
+_GROUPS: tuple[tuple[str, ...], ...] = (
+    # Running another program: the broker serves clients and never starts programs.
+    ("execve", "execveat"),
+    # Reading or changing other processes' memory, or comparing and taking their resources.
+    ("ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd"),
+    # Loading code into the kernel, or replacing the kernel.
+    ("init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "bpf"),
+    # Changing the filesystem tree: mounts, the root directory, file handles that skip paths.
+    (
+        "mount",
+        "umount2",
+        "pivot_root",
+        "chroot",
+        "open_tree",
+        "move_mount",
+        "fsopen",
+        "fsconfig",
+        "fsmount",
+        "fspick",
+        "mount_setattr",
+        "name_to_handle_at",
+        "open_by_handle_at",
+    ),
+    # Namespaces: leaving or making them would step around the rest of the confinement.
+    ("setns", "unshare"),
+    # The kernel keyring.
+    ("keyctl", "add_key", "request_key"),
+    # Performance counters and page-fault handling from user space: used in kernel exploits.
+    ("perf_event_open", "userfaultfd"),
+    # io_uring runs file and socket operations that a seccomp filter cannot inspect.
+    ("io_uring_setup", "io_uring_enter", "io_uring_register"),
+    # Machine administration: swap, reboot, clocks, host names, accounting, quotas, the kernel
+    # log, hardware ports.
+    (
+        "swapon",
+        "swapoff",
+        "reboot",
+        "settimeofday",
+        "clock_settime",
+        "clock_adjtime",
+        "adjtimex",
+        "sethostname",
+        "setdomainname",
+        "acct",
+        "quotactl",
+        "syslog",
+        "iopl",
+        "ioperm",
+        "vhangup",
+    ),
+    # Old or rarely used calls that widen the attack surface: changing the execution domain,
+    # loading a library the old way, watching the whole filesystem.
+    ("personality", "uselib", "fanotify_init", "lookup_dcookie"),
+)
+
+SECCOMP_DENIED: tuple[str, ...] = tuple(name for group in _GROUPS for name in group)
+
+# Calls that go to the supervisor instead of being denied at once.
+_EXEC_CALLS = ("execve", "execveat")
+
+_X86_64_NUMBERS: dict[str, int] = {
+    "execve": 59,
+    "execveat": 322,
+    "ptrace": 101,
+    "process_vm_readv": 310,
+    "process_vm_writev": 311,
+    "kcmp": 312,
+    "pidfd_getfd": 438,
+    "init_module": 175,
+    "finit_module": 313,
+    "delete_module": 176,
+    "kexec_load": 246,
+    "kexec_file_load": 320,
+    "bpf": 321,
+    "mount": 165,
+    "umount2": 166,
+    "pivot_root": 155,
+    "chroot": 161,
+    "open_tree": 428,
+    "move_mount": 429,
+    "fsopen": 430,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fspick": 433,
+    "mount_setattr": 442,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "setns": 308,
+    "unshare": 272,
+    "keyctl": 250,
+    "add_key": 248,
+    "request_key": 249,
+    "perf_event_open": 298,
+    "userfaultfd": 323,
+    "io_uring_setup": 425,
+    "io_uring_enter": 426,
+    "io_uring_register": 427,
+    "swapon": 167,
+    "swapoff": 168,
+    "reboot": 169,
+    "settimeofday": 164,
+    "clock_settime": 227,
+    "clock_adjtime": 305,
+    "adjtimex": 159,
+    "sethostname": 170,
+    "setdomainname": 171,
+    "acct": 163,
+    "quotactl": 179,
+    "syslog": 103,
+    "iopl": 172,
+    "ioperm": 173,
+    "vhangup": 153,
+    "personality": 135,
+    "uselib": 134,
+    "fanotify_init": 300,
+    "lookup_dcookie": 212,
+}
+
+# (audit architecture, number table, seccomp, clone, clone3, lowest x32 number or 0).
+_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int]] = {
+    "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 0x40000000),
+}
+
+# Flags of `clone` that make a new namespace. CLONE_NEWTIME is left out: in `clone` its bit is
+# part of the exit signal, and only `clone3` and `unshare` accept it.
+_CLONE_NAMESPACES = (
+    0x00020000  # CLONE_NEWNS
+    | 0x02000000  # CLONE_NEWCGROUP
+    | 0x04000000  # CLONE_NEWUTS
+    | 0x08000000  # CLONE_NEWIPC
+    | 0x10000000  # CLONE_NEWUSER
+    | 0x20000000  # CLONE_NEWPID
+    | 0x40000000  # CLONE_NEWNET
+)
+
+_RET_ALLOW = 0x7FFF0000
+_RET_USER_NOTIF = 0x7FC00000
+_RET_ERRNO = 0x00050000
+
+# Classic BPF opcodes.
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JGE_K = 0x35
+_JSET_K = 0x45
+_RET_K = 0x06
+
+# Offsets in struct seccomp_data.
+_OFFSET_NR = 0
+_OFFSET_ARCH = 4
+_OFFSET_ARG0_LOW = 16  # little-endian: the low 32 bits of the first argument
+
+_PR_SET_NO_NEW_PRIVS = 38
+_SET_MODE_FILTER = 1
+_FILTER_FLAG_NEW_LISTENER = 1 << 3
+_USER_NOTIF_FLAG_CONTINUE = 1 << 0
+
+# ioctl requests on the listener: _IOWR('!', 0, struct seccomp_notif) (80 bytes) and
+# _IOWR('!', 1, struct seccomp_notif_resp) (24 bytes).
+_IOCTL_NOTIF_RECV = 0xC0502100
+_IOCTL_NOTIF_SEND = 0xC0182101
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (
+        ("len", ctypes.c_ushort),
+        ("filter", ctypes.POINTER(_SockFilter)),
+    )
+
+
+class _SeccompData(ctypes.Structure):
+    _fields_ = (
+        ("nr", ctypes.c_int32),
+        ("arch", ctypes.c_uint32),
+        ("instruction_pointer", ctypes.c_uint64),
+        ("args", ctypes.c_uint64 * 6),
+    )
+
+
+class _Notif(ctypes.Structure):
+    _fields_ = (
+        ("id", ctypes.c_uint64),
+        ("pid", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("data", _SeccompData),
+    )
+
+
+class _NotifResp(ctypes.Structure):
+    _fields_ = (
+        ("id", ctypes.c_uint64),
+        ("val", ctypes.c_int64),
+        ("error", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+    )
+
+
+@dataclass(frozen=True)
+class SeccompReport:
+    """The outcome of `install_seccomp`.
+
+    `denied` names the calls the filter denies, execve and execveat included. `unknown` names
+    the calls of `SECCOMP_DENIED` that this architecture does not have, so they need no rule.
+    `supervisor` is the process id of the supervisor that lets the launcher's `execve` through.
+    """
+
+    arch: str
+    denied: tuple[str, ...]
+    unknown: tuple[str, ...]
+    supervisor: int
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libc
+    if _libc is None:
+        lib = ctypes.CDLL(None, use_errno=True)
+        lib.syscall.restype = ctypes.c_long
+        lib.prctl.restype = ctypes.c_int
+        lib.ioctl.restype = ctypes.c_int
+        _libc = lib
+    return _libc
+
+
+def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int]]:
+    machine = platform.machine()
+    spec = _ARCHES.get(machine)
+    if spec is None:
+        raise HostError(
+            f"seccomp system call numbers are not known for the {machine!r} architecture",
+            fix="run on x86_64",
+        )
+    return machine, spec
+
+
+def build_program(
+    audit_arch: int,
+    denied: dict[str, int],
+    notified: dict[str, int],
+    clone: int,
+    clone3: int,
+    x32_base: int,
+) -> bytes:
+    """Return the classic BPF program (8 bytes an instruction) for the given call numbers."""
+    # Each entry is (code, jump-if-true label, jump-if-false label, k). The labels name the
+    # return instructions at the end, or None for the next instruction.
+    body: list[tuple[int, str | None, str | None, int]] = [
+        (_LD_W_ABS, None, None, _OFFSET_ARCH),
+        (_JEQ_K, None, "deny", audit_arch),
+        (_LD_W_ABS, None, None, _OFFSET_NR),
+    ]
+    if x32_base:
+        body.append((_JGE_K, "deny", None, x32_base))
+    body += [(_JEQ_K, "notify", None, number) for number in sorted(set(notified.values()))]
+    body += [(_JEQ_K, "deny", None, number) for number in sorted(set(denied.values()))]
+    body += [
+        (_JEQ_K, "nosys", None, clone3),
+        (_JEQ_K, None, "allow", clone),
+        (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
+        (_JSET_K, "deny", "allow", _CLONE_NAMESPACES),
+    ]
+    returns = {
+        "allow": _RET_ALLOW,
+        "deny": _RET_ERRNO | errno.EPERM,
+        "notify": _RET_USER_NOTIF,
+        "nosys": _RET_ERRNO | errno.ENOSYS,
+    }
+    position = {label: len(body) + index for index, label in enumerate(returns)}
+
+    def offset(index: int, label: str | None) -> int:
+        if label is None:
+            return 0
+        jump = position[label] - index - 1
+        if not 0 <= jump <= 255:
+            raise ValueError("seccomp program too long for a classic BPF jump")
+        return jump
+
+    program = b"".join(
+        struct.pack("<HBBI", code, offset(i, jt), offset(i, jf), k)
+        for i, (code, jt, jf, k) in enumerate(body)
+    )
+    program += b"".join(struct.pack("<HBBI", _RET_K, 0, 0, value) for value in returns.values())
+    return program
+
+
+def _load(program: bytes, seccomp_nr: int) -> int:
+    """Set no_new_privs, load `program` on this thread and return the listener descriptor."""
+    count = len(program) // ctypes.sizeof(_SockFilter)
+    instructions = (_SockFilter * count).from_buffer_copy(program)
+    prog = _SockFprog(count, ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
+
+    lib = _lib()
+    ctypes.set_errno(0)
+    if lib.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise HostError(f"setting no_new_privs failed: {os.strerror(ctypes.get_errno())}")
+    ctypes.set_errno(0)
+    fd = int(
+        lib.syscall(
+            ctypes.c_long(seccomp_nr),
+            ctypes.c_long(_SET_MODE_FILTER),
+            ctypes.c_long(_FILTER_FLAG_NEW_LISTENER),
+            ctypes.c_void_p(ctypes.addressof(prog)),
+        )
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise HostError(
+            f"installing the seccomp filter failed: {os.strerror(err)}",
+            fix="use Linux 5.5 or later with seccomp filters enabled",
+        )
+    return fd
+
+
+def _respond(listener: int, request: _Notif, allow: bool) -> None:
+    response = _NotifResp(request.id, 0, 0 if allow else -errno.EPERM, 0)
+    if allow:
+        response.flags = _USER_NOTIF_FLAG_CONTINUE
+    # A failure (ENOENT) means the caller is gone, so no response is needed.
+    _lib().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_SEND), ctypes.byref(response))
+
+
+def _supervise(listener: int, launcher_gone: int, launcher: int) -> None:
+    """Let the launcher's first exec call through, deny any other, and return after the first.
+
+    Returns early when `launcher_gone` reaches end of file: the launcher exited without exec.
+    """
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    poller.register(launcher_gone, select.POLLIN)
+    while True:
+        events = dict(poller.poll())
+        if listener not in events:
+            return
+        request = _Notif()
+        if _lib().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_RECV), ctypes.byref(request)) != 0:
+            if ctypes.get_errno() in (errno.EINTR, errno.ENOENT):
+                continue
+            return
+        if request.pid == launcher:
+            _respond(listener, request, allow=True)
+            return
+        _respond(listener, request, allow=False)
+
+
+def _start_supervisor(listener: int, launcher_gone: int, keep_open: int) -> int:
+    """Fork the supervisor (not as a child of this process) and return its process id."""
+    launcher = threading.get_native_id()
+    ids_read, ids_write = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # The intermediate process only forks and exits.
+        status = 1
+        try:
+            os.close(ids_read)
+            os.close(keep_open)
+            supervisor = os.fork()
+            if supervisor == 0:
+                code = 0
+                try:
+                    os.close(ids_write)
+                    _supervise(listener, launcher_gone, launcher)
+                except BaseException:
+                    code = 1
+                finally:
+                    os._exit(code)
+            os.write(ids_write, struct.pack("<i", supervisor))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(ids_write)
+    data = os.read(ids_read, 4)
+    os.close(ids_read)
+    _, status = os.waitpid(middle, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or len(data) != 4:
+        raise HostError("starting the seccomp exec supervisor failed")
+    return int(struct.unpack("<i", data)[0])
+
+
+def install_seccomp() -> SeccompReport:
+    """Install the filter on this thread for good, or raise `HostError` when that fails.
+
+    The next `execve` of this process is let through once; call it right after this returns.
+    `no_new_privs` is set first, as the kernel requires of a process without CAP_SYS_ADMIN.
+    """
+    machine, (audit_arch, numbers, seccomp_nr, clone, clone3, x32_base) = _arch()
+    known = {name: numbers[name] for name in SECCOMP_DENIED if name in numbers}
+    unknown = tuple(name for name in SECCOMP_DENIED if name not in numbers)
+    notified = {name: number for name, number in known.items() if name in _EXEC_CALLS}
+    denied = {name: number for name, number in known.items() if name not in _EXEC_CALLS}
+    program = build_program(audit_arch, denied, notified, clone, clone3, x32_base)
+
+    # The launcher keeps the write end open until exec or exit, both of which close it.
+    gone_read, gone_write = os.pipe()
+    os.set_inheritable(gone_write, False)
+    listener = -1
+    try:
+        listener = _load(program, seccomp_nr)
+        supervisor = _start_supervisor(listener, gone_read, gone_write)
+    except BaseException:
+        os.close(gone_write)
+        raise
+    finally:
+        os.close(gone_read)
+        if listener >= 0:
+            # Only the supervisor keeps the listener, so it goes away when the supervisor exits.
+            os.close(listener)
+    return SeccompReport(arch=machine, denied=tuple(known), unknown=unknown, supervisor=supervisor)

@@ -1,0 +1,402 @@
+"""The seccomp filter: each filtering test runs in a forked child, since a filter cannot be removed.
+
+The child installs the filter, runs a probe and sends the probe's result back through a pipe as
+JSON. Tests of the exec step let the child `exec` a small Python program that reports the same
+way, through a descriptor it inherits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mosquitto_guard.sandbox import seccomp
+from mosquitto_guard.sandbox.seccomp import SECCOMP_DENIED, install_seccomp
+from tests.support import MOSQUITTO, free_port, stop_process, wait_for_port
+
+needs_x86_64 = pytest.mark.skipif(
+    os.uname().machine != "x86_64", reason="the filter supports x86_64 only"
+)
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.syscall.restype = ctypes.c_long
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+SYS_CLONE = 56
+
+
+def filtered(probe: Callable[[int], Any], timeout: int = 20) -> dict[str, Any]:
+    """Run `probe(report_fd)` in a forked child after `install_seccomp` and return its message.
+
+    The message has "report" and "result" on success, or "error" when the child raised. A probe
+    that execs writes the message itself to `report_fd`, which stays open across exec.
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+
+    if pid == 0:  # The child never returns to pytest.
+        status = 0
+        try:
+            os.close(read_end)
+            signal.alarm(timeout)
+            out: dict[str, Any] = {}
+            try:
+                report = install_seccomp()
+                out["report"] = {
+                    "denied": list(report.denied),
+                    "unknown": list(report.unknown),
+                    "supervisor": report.supervisor,
+                }
+                out["result"] = probe(write_end)
+            except BaseException:
+                out["error"] = traceback.format_exc()
+            os.write(write_end, json.dumps(out).encode())
+        except BaseException:
+            status = 1
+        finally:
+            os._exit(status)
+
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the filtered child failed"
+    result: dict[str, Any] = json.loads(b"".join(chunks))
+    return result
+
+
+def outcome(action: Callable[[], object]) -> str:
+    """Run `action` and return "ok", or the errno name of the OSError it raised."""
+    try:
+        action()
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc))
+    return "ok"
+
+
+def libc_call(result: int) -> None:
+    """Raise OSError for a failed C library call (a negative result), from ctypes' errno."""
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+# The program the filtered child execs: it tries to exec again, then reports through the
+# descriptor named in its first argument.
+AFTER_EXEC = textwrap.dedent(
+    """
+    import ctypes, errno, json, os, sys
+    fd = int(sys.argv[1])
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+
+    def outcome(action):
+        try:
+            action()
+        except OSError as exc:
+            return errno.errorcode.get(exc.errno or 0, str(exc))
+        return "ok"
+
+    def execveat():
+        true = os.open("/bin/true", os.O_RDONLY)
+        argv = (ctypes.c_char_p * 2)(b"true", None)
+        if libc.syscall(322, true, b"", argv, None, 0x1000) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    def ptrace():
+        if libc.ptrace(0, 0, 0, 0) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+
+    out = {"result": {
+        "execv": outcome(lambda: os.execv("/bin/true", ["true"])),
+        "execveat": outcome(execveat),
+        "ptrace": outcome(ptrace),
+    }}
+    os.write(fd, json.dumps(out).encode())
+    """
+)
+
+
+def exec_probe(report_fd: int) -> None:
+    os.set_inheritable(report_fd, True)
+    os.execv(sys.executable, [sys.executable, "-c", AFTER_EXEC, str(report_fd)])  # noqa: S606
+
+
+def test_denied_names_unique_and_numbered() -> None:
+    assert len(set(SECCOMP_DENIED)) == len(SECCOMP_DENIED)
+    for name in (
+        "execve",
+        "execveat",
+        "ptrace",
+        "process_vm_readv",
+        "init_module",
+        "kexec_load",
+        "bpf",
+        "mount",
+        "umount2",
+        "pivot_root",
+        "keyctl",
+        "perf_event_open",
+        "swapon",
+        "reboot",
+        "setns",
+        "unshare",
+        "userfaultfd",
+        "open_by_handle_at",
+        "personality",
+    ):
+        assert name in SECCOMP_DENIED
+    assert set(SECCOMP_DENIED) == set(seccomp._X86_64_NUMBERS)
+
+
+def test_program_jumps_land_on_returns() -> None:
+    program = seccomp.build_program(0xC000003E, {"mount": 165}, {"execve": 59}, 56, 435, 1 << 30)
+    assert len(program) % 8 == 0
+    count = len(program) // 8
+    for index in range(count):
+        code, jt, jf, _ = struct.unpack_from("<HBBI", program, 8 * index)
+        if code & 0x07 == 0x05:  # a jump
+            assert index + 1 + jt < count
+            assert index + 1 + jf < count
+
+
+@needs_x86_64
+def test_report_lists_denied_calls() -> None:
+    out = filtered(lambda _: None)
+    assert "error" not in out, out.get("error")
+    assert out["report"]["denied"] == list(SECCOMP_DENIED)
+    assert out["report"]["unknown"] == []
+
+
+@needs_x86_64
+def test_ptrace_and_process_memory_denied() -> None:
+    def probe(_: int) -> dict[str, str]:
+        return {
+            "ptrace": outcome(lambda: libc_call(LIBC.ptrace(0, 0, 0, 0))),
+            "process_vm_readv": outcome(
+                lambda: libc_call(LIBC.process_vm_readv(os.getppid(), None, 0, None, 0, 0))
+            ),
+        }
+
+    out = filtered(probe)
+    assert out["result"] == {"ptrace": "EPERM", "process_vm_readv": "EPERM"}
+
+
+@needs_x86_64
+def test_namespaces_and_mounts_denied() -> None:
+    def clone_new_net() -> None:
+        # A raw clone that requests a new network namespace. A child, if any, exits at once.
+        pid = int(LIBC.syscall(SYS_CLONE, CLONE_NEWNET | signal.SIGCHLD, 0, 0, 0, 0))
+        if pid == 0:
+            os._exit(0)
+        libc_call(pid)
+        os.waitpid(pid, 0)
+
+    def probe(_: int) -> dict[str, str]:
+        return {
+            "unshare": outcome(lambda: libc_call(LIBC.unshare(CLONE_NEWUSER))),
+            "mount": outcome(lambda: libc_call(LIBC.mount(b"none", b"/mnt", b"tmpfs", 0, None))),
+            "umount2": outcome(lambda: libc_call(LIBC.umount2(b"/proc", 0))),
+            "clone_new_net": outcome(clone_new_net),
+            "personality": outcome(lambda: libc_call(LIBC.personality(0xFFFFFFFF))),
+        }
+
+    out = filtered(probe)
+    assert out["result"] == {
+        "unshare": "EPERM",
+        "mount": "EPERM",
+        "umount2": "EPERM",
+        "clone_new_net": "EPERM",
+        "personality": "EPERM",
+    }
+
+
+@needs_x86_64
+def test_normal_work_still_allowed() -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = int(listener.getsockname()[1])
+    directory = Path(tempfile.mkdtemp(prefix="seccomp-"))
+
+    def files() -> None:
+        path = directory / "data.txt"
+        path.write_text("broker data")
+        assert path.read_text() == "broker data"
+        path.unlink()
+
+    def tcp() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(("127.0.0.1", port))
+            client.sendall(b"ping")
+
+    def threads_and_fork() -> None:
+        import threading
+
+        worker = threading.Thread(target=lambda: None)
+        worker.start()
+        worker.join()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    def probe(_: int) -> dict[str, str]:
+        return {
+            "files": outcome(files),
+            "tcp": outcome(tcp),
+            "threads_and_fork": outcome(threads_and_fork),
+        }
+
+    try:
+        out = filtered(probe)
+        connection, _ = listener.accept()
+        with connection:
+            assert connection.recv(4) == b"ping"
+    finally:
+        listener.close()
+        directory.rmdir()
+    assert out["result"] == {"files": "ok", "tcp": "ok", "threads_and_fork": "ok"}
+
+
+@needs_x86_64
+def test_first_exec_allowed_later_ones_denied() -> None:
+    # ENOSYS is what the kernel returns once no listener is left: the supervisor has exited.
+    out = filtered(exec_probe)
+    assert "error" not in out, out.get("error")
+    assert out["result"]["execv"] == "ENOSYS"
+    assert out["result"]["execveat"] == "ENOSYS"
+    assert out["result"]["ptrace"] == "EPERM"
+
+
+@needs_x86_64
+def test_failed_first_exec_is_not_retried() -> None:
+    def probe(report_fd: int) -> dict[str, str]:
+        missing = outcome(lambda: os.execv("/nonexistent/broker", ["broker"]))  # noqa: S606
+        retry = outcome(lambda: exec_probe(report_fd))
+        return {"missing": missing, "retry": retry}
+
+    out = filtered(probe)
+    assert out["result"] == {"missing": "ENOENT", "retry": "ENOSYS"}
+
+
+@needs_x86_64
+def test_exec_from_forked_child_denied() -> None:
+    def probe(report_fd: int) -> str:
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            message = outcome(lambda: os.execv("/bin/true", ["true"]))  # noqa: S606
+            os.write(write_end, message.encode())
+            os._exit(0)
+        os.close(write_end)
+        child = os.read(read_end, 64).decode()
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        if child != "EPERM":
+            return f"forked child: {child}"
+        exec_probe(report_fd)
+        return "exec failed"
+
+    out = filtered(probe)
+    assert "error" not in out, out.get("error")
+    assert out["result"]["execv"] == "ENOSYS"
+
+
+@needs_x86_64
+def test_report_lists_unknown_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(seccomp._X86_64_NUMBERS, "uselib")
+    out = filtered(lambda _: None)
+    assert "uselib" in out["report"]["unknown"]
+    assert "uselib" not in out["report"]["denied"]
+    assert len(out["report"]["denied"]) == len(SECCOMP_DENIED) - 1
+
+
+@needs_x86_64
+def test_supervisor_exits_when_launcher_does_not_exec() -> None:
+    out = filtered(lambda _: None)
+    assert "error" not in out
+    assert supervisor_gone(out["report"]["supervisor"])
+
+
+def supervisor_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait until process `pid` has exited (gone, or a zombie not yet reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
+@needs_x86_64
+def test_broker_serves_after_filtered_exec(
+    safe_dir: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    port = free_port()
+    config = safe_dir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+    )
+    launcher = (
+        "import os, sys\n"
+        "from mosquitto_guard.sandbox.seccomp import install_seccomp\n"
+        "install_seccomp()\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher, MOSQUITTO, "-c", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parents[2],
+    )
+    processes.append(process)
+    assert wait_for_port(port, process), process.stderr.read() if process.stderr else ""
+
+    # MQTT 3.1.1 CONNECT with a clean session and client id "s". The broker replies CONNACK 0.
+    connect = b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01s"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(connect)
+        assert client.recv(4) == b"\x20\x02\x00\x00"
+        # PINGREQ, PINGRESP
+        client.sendall(b"\xc0\x00")
+        assert client.recv(2) == b"\xd0\x00"
+
+    with open(f"/proc/{process.pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status if ":" in line)
+    assert fields["Seccomp"].strip() == "2"
+    assert fields["NoNewPrivs"].strip() == "1"
+    assert Path(os.readlink(f"/proc/{process.pid}/exe")).name == "mosquitto"
+    stop_process(process)
