@@ -217,3 +217,40 @@ def broker_user_can_write(path: Path) -> None:
     """Let the `mosquitto` user, which the broker drops to, write `path`."""
     user = pwd.getpwnam("mosquitto")
     os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def make_mark(directory: Path, name: str) -> Path:
+    """Create an empty mark file that a test plugin's constructor appends to."""
+    directory.mkdir(mode=0o755, exist_ok=True)
+    mark = directory / name
+    mark.touch()
+    # Plugins write marks after the broker drops to the mosquitto user, so anyone may write them.
+    os.chmod(mark, 0o666)
+    return mark
+
+
+def marked_build(guard: Guard, filename: str, mark: Path, text: str = "loaded\n") -> Path:
+    """Compile `marker.c` into `guard.plugins`, appending `text` to `mark` when loaded."""
+    return guard.build(
+        filename, {"MARKER_FILE": c_string(str(mark)), "MARKER_TEXT": c_string(text)}
+    )
+
+
+def process_marker(output: Path, mark: Path) -> Path:
+    """Compile `process_marker.c`, which writes the loading process's pid and executable."""
+    return compile_plugin("process_marker.c", output, {"MARKER_FILE": c_string(str(mark))})
+
+
+def launch(
+    argv: list[str], port: int, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[bool, int, str]:
+    """Run `argv` until a broker listens or it exits. Return (started, pid, stderr)."""
+    process = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+    )
+    try:
+        started = wait_for_port(port, process, timeout=20)
+    finally:
+        stop_process(process)
+    assert process.stderr is not None
+    return started, process.pid, process.stderr.read().decode(errors="replace")

@@ -7,8 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mosquitto_guard.cli.run import DEFAULT_POLICY
-from mosquitto_guard.launch.broker import DEFAULT_BROKER
+from mosquitto_guard.cli.run import add_launch_arguments
 
 DROP_IN_PATH = "/etc/systemd/system/mosquitto.service.d/mosquitto-guard.conf"
 DEFAULT_CONFIG = Path("/etc/mosquitto/mosquitto.conf")
@@ -22,24 +21,13 @@ def add_parser(
         help=help_text,
         description=f"Print a drop-in for mosquitto.service; install it as {DROP_IN_PATH}.",
     )
-    parser.add_argument(
-        "--policy",
-        type=Path,
-        default=DEFAULT_POLICY,
-        help=f"trust policy file (default {DEFAULT_POLICY})",
-    )
+    add_launch_arguments(parser)
     parser.add_argument(
         "-c",
         "--config",
         type=Path,
         default=DEFAULT_CONFIG,
         help=f"broker config file (default {DEFAULT_CONFIG})",
-    )
-    parser.add_argument(
-        "--broker",
-        type=Path,
-        default=DEFAULT_BROKER,
-        help=f"mosquitto binary (default {DEFAULT_BROKER})",
     )
     parser.add_argument(
         "--guard",

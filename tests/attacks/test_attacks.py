@@ -20,40 +20,14 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
     load_ssh_private_key,
 )
-from support import Guard, c_string, compile_plugin, stop_process, wait_for_port
-
-
-def make_mark(directory: Path, name: str) -> Path:
-    mark = directory / name
-    mark.touch()
-    # The broker writes marks after it drops to the mosquitto user, so anyone may write them.
-    os.chmod(mark, 0o666)
-    return mark
-
-
-def marked_build(guard: Guard, filename: str, mark: Path, text: str = "loaded\n") -> Path:
-    return guard.build(
-        filename, {"MARKER_FILE": c_string(str(mark)), "MARKER_TEXT": c_string(text)}
-    )
-
-
-def process_marker(output: Path, mark: Path) -> Path:
-    return compile_plugin("process_marker.c", output, {"MARKER_FILE": c_string(str(mark))})
-
-
-def launch(
-    argv: list[str], port: int, *, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[bool, int, str]:
-    """Run `argv` until a broker listens or it exits. Return (started, pid, stderr)."""
-    process = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
-    )
-    try:
-        started = wait_for_port(port, process, timeout=20)
-    finally:
-        stop_process(process)
-    assert process.stderr is not None
-    return started, process.pid, process.stderr.read().decode(errors="replace")
+from support import (
+    Guard,
+    c_string,
+    launch,
+    make_mark,
+    marked_build,
+    process_marker,
+)
 
 
 def attacker_dir(safe_dir: Path, name: str) -> Path:

@@ -16,45 +16,21 @@ the launch must be rejected.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import Guard, c_string, compile_plugin, stop_process, wait_for_port
+from support import (
+    Guard,
+    c_string,
+    launch,
+    make_mark,
+    marked_build,
+    process_marker,
+)
 
 BROKER = "/usr/sbin/mosquitto"
 OPENSSL_CONFIG = Path("/etc/ssl/openssl.cnf")
-
-
-def make_mark(directory: Path, name: str) -> Path:
-    directory.mkdir(mode=0o755, exist_ok=True)
-    mark = directory / name
-    mark.touch()
-    # Plugins write marks after the broker drops to the mosquitto user.
-    os.chmod(mark, 0o666)
-    return mark
-
-
-def marked_build(guard: Guard, filename: str, mark: Path, text: str = "loaded\n") -> Path:
-    return guard.build(
-        filename, {"MARKER_FILE": c_string(str(mark)), "MARKER_TEXT": c_string(text)}
-    )
-
-
-def process_marker(output: Path, mark: Path) -> Path:
-    return compile_plugin("process_marker.c", output, {"MARKER_FILE": c_string(str(mark))})
-
-
-def launch(argv: list[str], port: int) -> tuple[bool, int, str]:
-    """Run `argv` until a broker listens or it exits. Return (started, pid, stderr)."""
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        started = wait_for_port(port, process, timeout=20)
-    finally:
-        stop_process(process)
-    assert process.stderr is not None
-    return started, process.pid, process.stderr.read().decode(errors="replace")
 
 
 def broker_marks(mark: Path) -> list[int]:

@@ -13,17 +13,10 @@ import subprocess
 import threading
 from pathlib import Path
 
-from support import MOSQUITTO, Guard, c_string, stop_process, wait_for_port
+from support import MOSQUITTO, Guard, c_string, make_mark, stop_process, wait_for_port
 
 LAUNCHES = 200
 CONTROL_LAUNCHES = 20
-
-
-def make_mark(directory: Path, name: str) -> Path:
-    mark = directory / name
-    mark.touch()
-    os.chmod(mark, 0o666)  # the broker has dropped to the mosquitto user when it loads plugins
-    return mark
 
 
 class Swapper(threading.Thread):

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
-import json
 import os
 import shutil
 import signal
@@ -18,12 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_child import outcome, run_in_child
 
 from mosquitto_guard.errors import HostError
 from mosquitto_guard.sandbox import landlock
@@ -42,51 +40,13 @@ needs_scope = pytest.mark.skipif(ABI < 6, reason=f"scoping needs Landlock ABI 6;
 
 
 def confined(rules: LandlockRules, probe: Callable[[], Any]) -> dict[str, Any]:
-    """Run `probe` in a forked child confined to `rules` and return the child's JSON message.
+    """Run `probe` in a forked child confined to `rules` and return the child's JSON message."""
 
-    The message has "report" and "result" on success, or "error" when the child raised.
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    def confine() -> dict[str, Any]:
+        report = apply_landlock(rules)
+        return {"abi": report.abi, "missing": list(report.missing)}
 
-    if pid == 0:  # The child never returns to pytest.
-        status = 0
-        try:
-            os.close(read_end)
-            out: dict[str, Any] = {}
-            try:
-                report = apply_landlock(rules)
-                out["report"] = {"abi": report.abi, "missing": list(report.missing)}
-                out["result"] = probe()
-            except HostError as exc:
-                out["error"] = str(exc)
-            except BaseException:
-                out["error"] = traceback.format_exc()
-            os.write(write_end, json.dumps(out).encode())
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
-
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    result: dict[str, Any] = json.loads(b"".join(chunks))
-    return result
-
-
-def outcome(action: Callable[[], object]) -> str:
-    """Run `action` and return "ok", or the errno name of the OSError it raised."""
-    try:
-        action()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, str(exc))
-    return "ok"
+    return run_in_child(confine, lambda _report_fd: probe())
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ way, through a descriptor it inherits.
 from __future__ import annotations
 
 import ctypes
-import errno
-import json
 import os
 import signal
 import socket
@@ -19,16 +17,16 @@ import sys
 import tempfile
 import textwrap
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sandbox_child import outcome, run_in_child
+from support import MOSQUITTO, free_port, stop_process, wait_for_port
 
 from mosquitto_guard.sandbox import seccomp
 from mosquitto_guard.sandbox.seccomp import SECCOMP_DENIED, install_seccomp
-from tests.support import MOSQUITTO, free_port, stop_process, wait_for_port
 
 needs_x86_64 = pytest.mark.skipif(
     os.uname().machine != "x86_64", reason="the filter supports x86_64 only"
@@ -45,53 +43,18 @@ SYS_CLONE = 56
 def filtered(probe: Callable[[int], Any], timeout: int = 20) -> dict[str, Any]:
     """Run `probe(report_fd)` in a forked child after `install_seccomp` and return its message.
 
-    The message has "report" and "result" on success, or "error" when the child raised. A probe
-    that execs writes the message itself to `report_fd`, which stays open across exec.
+    A probe that execs writes the message itself to `report_fd`, which stays open across exec.
     """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
 
-    if pid == 0:  # The child never returns to pytest.
-        status = 0
-        try:
-            os.close(read_end)
-            signal.alarm(timeout)
-            out: dict[str, Any] = {}
-            try:
-                report = install_seccomp()
-                out["report"] = {
-                    "denied": list(report.denied),
-                    "unknown": list(report.unknown),
-                    "supervisor": report.supervisor,
-                }
-                out["result"] = probe(write_end)
-            except BaseException:
-                out["error"] = traceback.format_exc()
-            os.write(write_end, json.dumps(out).encode())
-        except BaseException:
-            status = 1
-        finally:
-            os._exit(status)
+    def confine() -> dict[str, Any]:
+        report = install_seccomp()
+        return {
+            "denied": list(report.denied),
+            "unknown": list(report.unknown),
+            "supervisor": report.supervisor,
+        }
 
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, "the filtered child failed"
-    result: dict[str, Any] = json.loads(b"".join(chunks))
-    return result
-
-
-def outcome(action: Callable[[], object]) -> str:
-    """Run `action` and return "ok", or the errno name of the OSError it raised."""
-    try:
-        action()
-    except OSError as exc:
-        return errno.errorcode.get(exc.errno or 0, str(exc))
-    return "ok"
+    return run_in_child(confine, probe, timeout)
 
 
 def libc_call(result: int) -> None:
