@@ -1,4 +1,4 @@
-"""Where the start-up time of `mosquitto-guard run` goes, phase by phase.
+"""The start-up time of `mosquitto-guard run`, split into its phases.
 
 Builds the same three-plugin set-up as `startup.py`, then runs the phases of `run` in fresh
 Python processes, up to the point where `run` would replace itself with the broker. The phases

@@ -14,8 +14,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to `path` so that readers see either the old file or the whole new one.
 
     The bytes go to a temporary file in the same directory, are flushed with fsync, and replace
-    the target with `os.replace`; the directory is then synced so the rename survives a crash.
-    Raises `HostError` when the directory is not writable.
+    the target with `os.replace`. The directory is then synced, so the rename survives a crash.
+    Raises `HostError` when the directory is missing or not writable.
     """
     directory = path.parent
     try:

@@ -1,6 +1,6 @@
 """Error messages for config lines the broker would reject, and printable paths.
 
-Every message names the file, the line and the text, and says how to fix the line; hostile
+Every message names the file, the line and the text, and gives the fix. Hostile
 lines are shortened so that one line of output stays readable.
 """
 

@@ -322,7 +322,7 @@ class _Reader:
                 return tags
 
     def _file_offset(self, address: int) -> int | None:
-        """Return the file offset of virtual `address` in the first `PT_LOAD` that holds it."""
+        """Return the file offset of virtual `address` in the first `PT_LOAD` that contains it."""
         for segment in self.segments:
             if (
                 segment.kind == PT_LOAD

@@ -98,7 +98,7 @@ class Inventory:
     warnings: list[str] = field(default_factory=list)
     host_files: list[Path] = field(default_factory=list)
     # Inputs whose effect could not be decided, such as an OpenSSL config this reader cannot
-    # follow; a verifier must treat each as a failure, because code may load from it.
+    # follow. A verifier must treat each as a failure, because code may load from it.
     undecided: list[str] = field(default_factory=list)
 
     @property

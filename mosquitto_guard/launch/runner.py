@@ -1,7 +1,7 @@
 """`mosquitto-guard run`: verify every piece of code the broker would load, then become it.
 
 The launch is a checklist. Each step either passes or adds a problem; problems are collected
-rather than raised one at a time, so that an admin sees every reason in one run.
+rather than raised one at a time, so that an admin gets every reason in one run.
 
 0. (In the CLI, before this module runs.) The launcher's own environment sets no variable that
    loads code into it, such as LD_PRELOAD or PYTHONPATH; this step is never permissive.

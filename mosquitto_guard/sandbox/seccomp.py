@@ -52,7 +52,7 @@ What the program checks
 The architecture comes first: a call made through another ABI (the 32-bit `int 0x80` entry, or
 x32 numbers on x86_64) is denied as a whole, because the numbers below mean other calls there.
 Only x86_64 is supported; on another machine `install_seccomp` raises `HostError`. `clone` is
-denied when it asks for a new namespace, and `clone3`, whose flags are behind a pointer the filter
+denied when it requests a new namespace, and `clone3`, whose flags are behind a pointer the filter
 cannot read, fails with ENOSYS so that the C library falls back to `clone`.
 
 NOTE: the CONTINUE response needs Linux 5.5. On Linux 5.0 to 5.4 the filter installs, but the

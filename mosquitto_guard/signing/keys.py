@@ -68,8 +68,8 @@ class PublicKey:
         """The key itself, independent of its format: what makes two signers distinct.
 
         An Ed25519 key gives the same value whether it is written as an SSH key or as a
-        minisign key, and two minisign lines that differ only in their key id give the same
-        value too, so one key can never count as two signers.
+        minisign key. Two minisign lines that differ only in their key id give the same value
+        too, so one key cannot count as two signers.
         """
         if self.kind == "ssh":
             blob = base64.b64decode(self.text.split()[1])

@@ -35,7 +35,7 @@ def test_verify_config_checks_without_starting(
     out = capsys.readouterr().out
     assert "ok: good version 1 sha256 " in out
     assert f"ok: {config}: every loaded file verified" in out
-    # verify records nothing, so a later launch still sees no accepted version
+    # verify records nothing, so a later launch still finds no accepted version
     assert not (guard.root / "state" / "versions.json").exists()
 
 

@@ -2,7 +2,7 @@
  *
  * Its ELF constructor appends MARKER_TEXT to the file named by MARKER_FILE (both set with -D
  * when the tests compile it), so a test can prove whether these bytes were ever loaded: the
- * constructor runs inside dlopen, before the broker asks the plugin anything.
+ * constructor runs inside dlopen, before the broker calls any plugin function.
  */
 #include <fcntl.h>
 #include <string.h>
