@@ -170,7 +170,6 @@ file = "{self.work / "keys" / "demo.pub"}"
 
     def sign_plugin(self) -> None:
         self.step(2, f"sign the distribution's plugin {self.plugin}")
-        dynsec = self.work / "broker" / "dynamic-security.json"
         self.guard_command(
             "sign",
             str(self.plugin),
@@ -180,12 +179,8 @@ file = "{self.work / "keys" / "demo.pub"}"
             "dynamic-security",
             "--version",
             "1",
-            "--option",
+            "--write-option",
             "config_file",
-            "--read",
-            str(dynsec),
-            "--write",
-            str(dynsec),
             "--mosquitto",
             ">=2.0",
             "--manifest-dir",
@@ -193,16 +188,19 @@ file = "{self.work / "keys" / "demo.pub"}"
         )
 
     def write_broker_config(self, plugin: Path, name: str) -> Path:
-        broker_dir = self.work / "broker"
-        dynsec = broker_dir / "dynamic-security.json"
+        # The plugin rewrites its file through a new file and a rename, so it gets a directory
+        # of its own: the sandbox lets it write there and nowhere near the config.
+        dynsec_dir = self.work / "dynsec"
+        dynsec = dynsec_dir / "dynamic-security.json"
         if not dynsec.exists():
+            dynsec_dir.mkdir(mode=0o700, exist_ok=True)
             self.command(
                 ["mosquitto_ctrl", "dynsec", "init", str(dynsec), "admin", self.admin_password],
                 shown=f"mosquitto_ctrl dynsec init {dynsec} admin '<password>'",
                 quiet=True,
             )
-            _give_to_broker_user(broker_dir, dynsec)
-        config = broker_dir / name
+            _give_to_broker_user(dynsec_dir, dynsec)
+        config = self.work / "broker" / name
         self.write(
             config,
             f"""listener {self.port} 127.0.0.1
@@ -260,9 +258,17 @@ log_dest stderr
         self.out(f"  subscriber received {received!r} on demo/hello")
 
     def stop_broker(self, broker: subprocess.Popen[bytes]) -> None:
-        self.step(5, "stop the broker")
-        code, _ = _stop(broker)
+        self.step(5, "stop the broker, and look at its sandbox and the plugin's saved file")
+        code, stderr = _stop(broker)
         self.out(f"  broker exited with status {code}")
+        for line in stderr.decode(errors="replace").splitlines():
+            if line.startswith("mosquitto-guard: sandbox:"):
+                self.out(f"  {line}")
+        dynsec = self.work / "dynsec" / "dynamic-security.json"
+        saved = '"username":\t"demo"' in dynsec.read_text()
+        if not saved:
+            raise HostError(f"the plugin did not save the new client in {dynsec}")
+        self.out(f"  the plugin saved client 'demo' in {dynsec}, the one directory it may write")
 
     def show_rejections(self, policy: Path) -> None:
         self.step(6, "a tampered copy and an unsigned plugin are rejected")

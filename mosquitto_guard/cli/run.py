@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
+
+if TYPE_CHECKING:
+    from mosquitto_guard.launch.runner import LaunchPlan
+    from mosquitto_guard.sandbox.plan import SandboxPlan
 
 DEFAULT_POLICY = Path("/etc/mosquitto-guard/policy.toml")
 
@@ -28,6 +34,11 @@ def add_parser(
         "--permissive",
         action="store_true",
         help="log each rejection and start the broker anyway (for a gradual rollout)",
+    )
+    parser.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="start the broker without the sandbox (verification still applies)",
     )
     parser.add_argument(
         "broker_args",
@@ -71,8 +82,42 @@ def run(args: argparse.Namespace) -> int:
         raise LaunchRejected(tainted)
     policy = load_policy(args.policy)
     permissive = bool(args.permissive or policy.permissive)
+    mode = "off" if args.no_sandbox else policy.sandbox.mode
     plan = prepare_launch(
-        policy, broker_arguments(args.broker_args), os.environ, broker=args.broker
+        policy,
+        broker_arguments(args.broker_args),
+        os.environ,
+        broker=args.broker,
+        sandbox=mode != "off",
     )
     finish_plan(plan, policy, permissive=permissive)
+    if plan.sandbox is None:
+        _say("off: the broker starts unconfined")
+    else:
+        _confine(plan, plan.sandbox, mode, permissive=permissive)
     exec_broker(plan)
+
+
+def _confine(plan: LaunchPlan, sandbox: SandboxPlan, mode: str, *, permissive: bool) -> None:
+    """Apply the sandbox; with mode "require", reject the launch when a layer is missing."""
+    from mosquitto_guard.errors import LaunchRejected
+    from mosquitto_guard.sandbox.confine import confine
+
+    for warning in sandbox.warnings:
+        _say(f"warning: {warning}")
+    report = confine(sandbox)
+    for line in report.lines():
+        _say(line)
+    if report.missing and mode == "require" and not permissive:
+        for fd in plan.inherit_fds:
+            os.close(fd)
+        raise LaunchRejected(
+            [
+                f"sandbox layer {layer.name} is not active: {layer.detail}"
+                for layer in report.missing
+            ]
+        )
+
+
+def _say(message: str) -> None:
+    print(f"mosquitto-guard: sandbox: {message}", file=sys.stderr, flush=True)

@@ -91,6 +91,20 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
         "--write", action="append", default=[], metavar="PATH", help="a path it may write"
     )
     parser.add_argument(
+        "--read-option",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a plugin_opt_ key whose value names a file the plugin reads (repeatable)",
+    )
+    parser.add_argument(
+        "--write-option",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a plugin_opt_ key whose value names a file the plugin writes (repeatable)",
+    )
+    parser.add_argument(
         "--option",
         action="append",
         default=[],
@@ -175,10 +189,15 @@ def _build_manifest(args: argparse.Namespace, plugin: Path) -> Manifest:
         plugin=PluginRequirements(
             api_version=api_version,
             mosquitto=args.mosquitto or DEFAULT_MOSQUITTO[api_version],
-            options=tuple(args.option),
+            # A key named by --read-option or --write-option is an accepted option too.
+            options=tuple(dict.fromkeys([*args.option, *args.read_option, *args.write_option])),
         ),
         permissions=Permissions(
-            connect=tuple(args.connect), read=tuple(args.read), write=tuple(args.write)
+            connect=tuple(args.connect),
+            read=tuple(args.read),
+            write=tuple(args.write),
+            read_options=tuple(args.read_option),
+            write_options=tuple(args.write_option),
         ),
         signed_at=now,
         expires=_expiry(args, now),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from mosquitto_guard.cli.run import add_launch_arguments
@@ -54,8 +55,17 @@ UNSET_VARIABLES = (
 )
 
 
-def render_drop_in(launcher: list[str], policy: Path, config: Path, broker: Path) -> str:
-    """Return the text of the drop-in unit that starts the broker through `launcher run`."""
+def render_drop_in(
+    launcher: list[str],
+    policy: Path,
+    config: Path,
+    broker: Path,
+    hardening: Sequence[str] = (),
+) -> str:
+    """Return the text of the drop-in unit that starts the broker through `launcher run`.
+
+    `hardening` lines, from `sandbox.systemd.hardening_directives`, end the `[Service]` section.
+    """
     command = shlex.join(
         [
             *launcher,
@@ -83,10 +93,32 @@ ExecStart={command}
 # A rejection exits with status 1 (2 for a bad policy) before the broker starts; restarting
 # would only repeat it.
 RestartPreventExitStatus=1 2
-"""
+""" + "".join(f"{line}\n" for line in hardening)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mosquitto_guard.policy.model import load_policy
+    from mosquitto_guard.sandbox.preview import preview_launch
+    from mosquitto_guard.sandbox.systemd import hardening_directives
+
     launcher = [str(args.guard)] if args.guard else launcher_command()
-    sys.stdout.write(render_drop_in(launcher, args.policy, args.config, args.broker))
-    return 0
+    policy = load_policy(args.policy)
+    hardening: list[str] = []
+    status = 0
+    if policy.sandbox.mode != "off":
+        plan = preview_launch(policy, args.broker, args.config)
+        for problem in plan.problems:
+            print(f"mosquitto-guard: problem: {problem}", file=sys.stderr)
+        if plan.problems:
+            print(
+                "mosquitto-guard: error: the drop-in below would start a broker that run "
+                "rejects; fix the problems, then print it again",
+                file=sys.stderr,
+            )
+            status = 1
+        if plan.sandbox is not None:
+            hardening = hardening_directives(
+                plan.sandbox, args.broker, policy.state_dir, plan.sandbox.broker_user
+            )
+    sys.stdout.write(render_drop_in(launcher, args.policy, args.config, args.broker, hardening))
+    return status

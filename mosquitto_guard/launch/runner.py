@@ -21,6 +21,8 @@ rather than raised one at a time, so that an admin gets every reason in one run.
 6. A flattened copy of the config, with each plugin path replaced by its sealed memfd, is itself
    sealed and passed with `-c /proc/self/fd/N`.
 7. The versions accepted are recorded, so older signed versions are rejected from then on.
+8. Unless the sandbox is off, its plan is derived from the config, the inventory and the
+   verified manifests (`sandbox.plan`), and applied just before exec (`sandbox.confine`).
 
 Any problem stops the launch before the broker starts, unless the launch is permissive: then
 each problem is logged as a warning and the broker starts anyway.
@@ -38,12 +40,12 @@ from pathlib import Path
 from typing import Generic, NoReturn, TypeVar
 
 from mosquitto_guard.config.flatten import flatten
-from mosquitto_guard.config.model import BrokerConfig, Location
+from mosquitto_guard.config.model import BrokerConfig, Location, PluginEntry
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.errors import GuardError, LaunchRejected
 from mosquitto_guard.inventory.argv import parse_broker_args
 from mosquitto_guard.inventory.collect import collect_inventory, start_probes
-from mosquitto_guard.inventory.model import CodeItem
+from mosquitto_guard.inventory.model import CodeItem, Inventory
 from mosquitto_guard.launch.broker import broker_version
 from mosquitto_guard.launch.environment import environment_problems, scrub_environment
 from mosquitto_guard.launch.paths import check_directory, check_path, is_inside
@@ -57,6 +59,7 @@ from mosquitto_guard.manifest.verify import (
 )
 from mosquitto_guard.policy.model import Policy
 from mosquitto_guard.policy.state import VersionState
+from mosquitto_guard.sandbox.plan import LoadedPlugin, SandboxPlan, derive_plan
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class LaunchPlan:
     sealed: dict[Path, SealedFile] = field(default_factory=dict)
     accepted: list[tuple[str, int, str]] = field(default_factory=list)
     inherit_fds: list[int] = field(default_factory=list)
+    sandbox: SandboxPlan | None = None
 
 
 @dataclass
@@ -89,6 +93,7 @@ class _Context:
     verified: dict[Path, VerifiedManifest] = field(default_factory=dict)
     # The manifest directory, read when the first plugin is checked and kept for this launch.
     manifests: ManifestIndex | None = None
+    loaded: list[LoadedPlugin] = field(default_factory=list)
 
 
 def prepare_launch(
@@ -98,8 +103,12 @@ def prepare_launch(
     *,
     broker: Path,
     now: datetime | None = None,
+    sandbox: bool = False,
 ) -> LaunchPlan:
     """Run the checklist and return the plan; the problems found are in `plan.problems`.
+
+    With `sandbox`, the broker's own libraries join the inventory and `plan.sandbox` holds the
+    sandbox derived from the config, the inventory and the verified manifests.
 
     Raises `GuardError` subclasses only for failures that leave nothing to launch (the broker
     cannot be run, the arguments cannot be parsed).
@@ -134,7 +143,9 @@ def prepare_launch(
     for thread in inventory_probes:
         thread.join()
     # The checks below use no build id; reading them would import pyelftools for nothing.
-    inventory = collect_inventory(config, plan.env, cwd=Path.cwd(), build_ids=False)
+    inventory = collect_inventory(
+        config, plan.env, cwd=Path.cwd(), broker=broker if sandbox else None, build_ids=False
+    )
     plan.problems += [
         f"{undecided}; fix: make the file readable and well-formed"
         for undecided in inventory.undecided
@@ -143,7 +154,27 @@ def prepare_launch(
         _check_item(item, config, context)
     # Step 6: the sealed, flattened config.
     plan.argv = _broker_argv(broker, list(broker_args), config, context)
+    # Step 8: the sandbox.
+    if sandbox:
+        plan.sandbox = derive_plan(
+            config,
+            inventory,
+            context.loaded,
+            policy.sandbox,
+            broker=broker,
+            interpreter=_interpreter(inventory),
+            cwd=Path.cwd(),
+            launcher_uid=os.geteuid(),
+        )
+        plan.problems += [f"sandbox: {problem}" for problem in plan.sandbox.problems]
     return plan
+
+
+def _interpreter(inventory: Inventory) -> Path | None:
+    for item in inventory.items:
+        if item.resolved_by == "program interpreter" and item.path is not None:
+            return item.path
+    return None
 
 
 class _Background(Generic[_Result]):
@@ -320,6 +351,9 @@ def _check_admin_code(
     except GuardError as error:
         plan.problems.append(f"{item.source}: {error}")
         return
+    entry = _plugin_entry(item, config)
+    if entry is not None:
+        context.loaded.append(LoadedPlugin(entry, verified.manifest))
     accepted = (verified.manifest.name, verified.manifest.version, sealed.sha256)
     problem = _version_conflict(item, accepted, plan.accepted, context)
     if problem:
@@ -372,13 +406,18 @@ def _rewrite(item: CodeItem, sealed: SealedFile | None, context: _Context) -> No
         context.rewrites[item.option.location] = sealed.proc_path
 
 
-def _plugin_options(item: CodeItem, config: BrokerConfig | None) -> list[str]:
+def _plugin_entry(item: CodeItem, config: BrokerConfig | None) -> PluginEntry | None:
     if config is None or item.option is None:
-        return []
+        return None
     for entry in config.plugins:
         if entry.option.location == item.option.location:
-            return sorted(entry.options)
-    return []
+            return entry
+    return None
+
+
+def _plugin_options(item: CodeItem, config: BrokerConfig | None) -> list[str]:
+    entry = _plugin_entry(item, config)
+    return sorted(entry.options) if entry is not None else []
 
 
 def _broker_argv(

@@ -91,6 +91,10 @@ class Permissions:
     connect: tuple[str, ...] = ()
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+    # `plugin_opt_` keys, without the prefix, whose values name a file the plugin reads or
+    # writes: the path is known only from the broker config, not when the manifest is signed.
+    read_options: tuple[str, ...] = ()
+    write_options: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ def render_manifest(manifest: Manifest) -> bytes:
             "connect": list(manifest.permissions.connect),
             "read": list(manifest.permissions.read),
             "write": list(manifest.permissions.write),
+            "read_options": list(manifest.permissions.read_options),
+            "write_options": list(manifest.permissions.write_options),
         },
     }
     import tomli_w  # only `sign` renders manifests
@@ -169,6 +175,13 @@ def parse_manifest(data: bytes, source: str) -> Manifest:
         expires=fields.utc_datetime("expires"),
     )
     fields.reject_unknown()
+    declared = set(manifest.permissions.read_options + manifest.permissions.write_options)
+    undeclared = sorted(declared - set(manifest.plugin.options))
+    if undeclared:
+        raise ManifestError(
+            f"{source}: permissions name the option {undeclared[0]!r}, which plugin.options "
+            "does not list; add it to plugin.options"
+        )
     if manifest.expires <= manifest.signed_at:
         raise ManifestError(f"{source}: expires must be later than signed_at")
     return manifest
@@ -385,9 +398,23 @@ def _parse_permissions(fields: _Fields) -> Permissions:
         paths[key] = fields.string_list(key)
         for path in paths[key]:
             check_absolute_path(path, f"{source}: permissions.{key}")
+    options: dict[str, list[str]] = {}
+    for key in ("read_options", "write_options"):
+        # Optional: manifests signed before these fields existed have neither.
+        options[key] = fields.string_list(key) if key in fields.values else []
+        for option in options[key]:
+            if not OPTION_PATTERN.fullmatch(option) or option.startswith("plugin_opt_"):
+                raise ManifestError(
+                    f"{source}: permissions.{key}: invalid option key {option!r}; write the "
+                    "key without the plugin_opt_ prefix"
+                )
     fields.reject_unknown()
     return Permissions(
-        connect=tuple(connect), read=tuple(paths["read"]), write=tuple(paths["write"])
+        connect=tuple(connect),
+        read=tuple(paths["read"]),
+        write=tuple(paths["write"]),
+        read_options=tuple(options["read_options"]),
+        write_options=tuple(options["write_options"]),
     )
 
 

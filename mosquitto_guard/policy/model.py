@@ -20,6 +20,12 @@ The policy is one TOML file, by default `/etc/mosquitto-guard/policy.toml`:
     [run]
     permissive = false
 
+    [sandbox]
+    mode = "enforce"                       # or "require", or "off"
+    read = ["/etc/ssl/certs"]              # further paths the broker may read
+    write = []                             # further directories it may write
+    connect = ["db.example.com:5432"]      # further endpoints it may connect to
+
 Relative paths resolve against the directory of the policy file. `revoked` entries are key ids
 (`SHA256:...` fingerprints or minisign hex ids) or public key lines.
 
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from mosquitto_guard.errors import GuardError, PolicyError
+from mosquitto_guard.manifest.model import check_endpoint
 from mosquitto_guard.signing.keys import PublicKey, load_public_key, parse_public_key
 
 DEFAULT_POLICY_PATH = Path("/etc/mosquitto-guard/policy.toml")
@@ -65,7 +72,25 @@ TOP_LEVEL_FIELDS = {
     "manifest_dir",
     "state_dir",
     "run",
+    "sandbox",
 }
+
+SANDBOX_MODES = ("enforce", "require", "off")
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """The `[sandbox]` table.
+
+    `mode` is "enforce" (apply every layer the kernel offers and warn about the others),
+    "require" (reject the launch when a layer is missing) or "off". `read`, `write` and
+    `connect` add to what the broker config and the manifests grant.
+    """
+
+    mode: str = "enforce"
+    read: tuple[Path, ...] = ()
+    write: tuple[Path, ...] = ()
+    connect: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,7 @@ class Policy:
     manifest_dir: Path
     state_dir: Path
     permissive: bool = False
+    sandbox: SandboxSettings = SandboxSettings()
 
     def trusted_key(self, key_id: str) -> TrustedKey | None:
         """Return the trusted key with this id, or None."""
@@ -200,6 +226,7 @@ class _PolicyLoader:
             manifest_dir=self._directory("manifest_dir", DEFAULT_MANIFEST_DIR),
             state_dir=self._directory("state_dir", DEFAULT_STATE_DIR),
             permissive=self._permissive(),
+            sandbox=self._sandbox(),
         )
 
     def _check_format_version(self) -> None:
@@ -347,3 +374,32 @@ class _PolicyLoader:
         if not isinstance(permissive, bool):
             raise self.error("run.permissive", f"must be true or false, not {permissive!r}")
         return permissive
+
+    def _sandbox(self) -> SandboxSettings:
+        table = self.document.get("sandbox", {})
+        if not isinstance(table, dict):
+            raise self.error("sandbox", "must be a table ([sandbox])")
+        unknown = sorted(set(table) - {"mode", "read", "write", "connect"})
+        if unknown:
+            raise self.error(f"sandbox.{unknown[0]}", "unknown field")
+        mode = table.get("mode", "enforce")
+        if mode not in SANDBOX_MODES:
+            choices = ", ".join(repr(choice) for choice in SANDBOX_MODES)
+            raise self.error("sandbox.mode", f"must be one of {choices}, not {mode!r}")
+        connect = table.get("connect", [])
+        if not isinstance(connect, list):
+            raise self.error("sandbox.connect", "must be an array of host:port strings")
+        for index, endpoint in enumerate(connect):
+            where = f"sandbox.connect[{index}]"
+            if not isinstance(endpoint, str):
+                raise self.error(where, f"must be a host:port string, not {endpoint!r}")
+            try:
+                check_endpoint(endpoint, str(self.path))
+            except GuardError as error:
+                raise self.error(where, str(error)) from None
+        return SandboxSettings(
+            mode=mode,
+            read=tuple(self._paths("sandbox.read", table.get("read", []))),
+            write=tuple(self._paths("sandbox.write", table.get("write", []))),
+            connect=tuple(connect),
+        )

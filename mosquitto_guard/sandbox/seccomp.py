@@ -54,6 +54,9 @@ x32 numbers on x86_64) is denied as a whole, because the numbers below mean othe
 Only x86_64 is supported; on another machine `install_seccomp` raises `HostError`. `clone` is
 denied when it requests a new namespace, and `clone3`, whose flags are behind a pointer the filter
 cannot read, fails with ENOSYS so that the C library falls back to `clone`.
+`socket` is allowed for UNIX sockets, IPv4 and IPv6 stream sockets, netlink route sockets (the
+C library lists the host's addresses through one) and, when the broker resolves host names,
+UDP; raw sockets, packet sockets and every other family fail with EPERM.
 
 NOTE: the CONTINUE response needs Linux 5.5. On Linux 5.0 to 5.4 the filter installs, but the
 launcher's own `execve` then fails with ENOSYS. Only one filter with a listener is allowed in a
@@ -131,6 +134,11 @@ _GROUPS: tuple[tuple[str, ...], ...] = (
     # Old or rarely used calls that widen the attack surface: changing the execution domain,
     # loading a library the old way, watching the whole filesystem.
     ("personality", "uselib", "fanotify_init", "lookup_dcookie"),
+    # Anonymous files that can be written, then mapped as code: the launcher made the broker's
+    # memfds before the filter, so the broker never needs a new one.
+    ("memfd_create", "memfd_secret"),
+    # Moving or advising another process's memory.
+    ("process_madvise", "migrate_pages", "move_pages"),
 )
 
 SECCOMP_DENIED: tuple[str, ...] = tuple(name for group in _GROUPS for name in group)
@@ -194,12 +202,29 @@ _X86_64_NUMBERS: dict[str, int] = {
     "uselib": 134,
     "fanotify_init": 300,
     "lookup_dcookie": 212,
+    "memfd_create": 319,
+    "memfd_secret": 447,
+    "process_madvise": 440,
+    "migrate_pages": 256,
+    "move_pages": 279,
 }
 
-# (audit architecture, number table, seccomp, clone, clone3, lowest x32 number or 0).
-_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int]] = {
-    "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 0x40000000),
+# (audit architecture, number table, seccomp, clone, clone3, socket, lowest x32 number or 0).
+_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int, int]] = {
+    "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 41, 0x40000000),
 }
+
+# Socket families and types. A broker needs local and IP stream sockets, netlink to list its
+# addresses, and UDP only to resolve host names. Raw and packet sockets, which read or forge
+# any traffic, and every other family are denied.
+_AF_UNIX = 1
+_AF_INET = 2
+_AF_INET6 = 10
+_AF_NETLINK = 16
+_NETLINK_ROUTE = 0
+_SOCK_STREAM = 1
+_SOCK_DGRAM = 2
+_SOCK_TYPE_MASK = 0xF  # the rest of the type argument holds SOCK_NONBLOCK and SOCK_CLOEXEC
 
 # Flags of `clone` that make a new namespace. CLONE_NEWTIME is left out: in `clone` its bit is
 # part of the exit signal, and only `clone3` and `unshare` accept it.
@@ -219,6 +244,7 @@ _RET_ERRNO = 0x00050000
 
 # Classic BPF opcodes.
 _LD_W_ABS = 0x20
+_AND_K = 0x54
 _JEQ_K = 0x15
 _JGE_K = 0x35
 _JSET_K = 0x45
@@ -228,6 +254,8 @@ _RET_K = 0x06
 _OFFSET_NR = 0
 _OFFSET_ARCH = 4
 _OFFSET_ARG0_LOW = 16  # little-endian: the low 32 bits of the first argument
+_OFFSET_ARG1_LOW = 24
+_OFFSET_ARG2_LOW = 32
 
 _PR_SET_NO_NEW_PRIVS = 38
 _SET_MODE_FILTER = 1
@@ -290,12 +318,14 @@ class SeccompReport:
     `denied` names the calls the filter denies, execve and execveat included. `unknown` names
     the calls of `SECCOMP_DENIED` that this architecture does not have, so they need no rule.
     `supervisor` is the process id of the supervisor that lets the launcher's `execve` through.
+    `udp` tells whether UDP sockets are allowed; raw, packet and other families never are.
     """
 
     arch: str
     denied: tuple[str, ...]
     unknown: tuple[str, ...]
     supervisor: int
+    udp: bool = True
 
 
 _libc: ctypes.CDLL | None = None
@@ -312,7 +342,7 @@ def _lib() -> ctypes.CDLL:
     return _libc
 
 
-def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int]]:
+def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int, int]]:
     machine = platform.machine()
     spec = _ARCHES.get(machine)
     if spec is None:
@@ -330,11 +360,19 @@ def build_program(
     clone: int,
     clone3: int,
     x32_base: int,
+    socket: int = 0,
+    *,
+    udp: bool = False,
 ) -> bytes:
-    """Return the classic BPF program (8 bytes an instruction) for the given call numbers."""
-    # Each entry is (code, jump-if-true label, jump-if-false label, k). The labels name the
-    # return instructions at the end, or None for the next instruction.
-    body: list[tuple[int, str | None, str | None, int]] = [
+    """Return the classic BPF program (8 bytes an instruction) for the given call numbers.
+
+    With `socket` set, that call is allowed only for the families and types listed above, and
+    for UDP only when `udp` is True.
+    """
+    # Each entry is (code, jump-if-true label, jump-if-false label, k), or a label of its own
+    # that marks the next entry. A jump label names a return at the end or a marked entry;
+    # None means the next instruction. Every jump goes forward, as classic BPF requires.
+    body: list[tuple[int, str | None, str | None, int] | str] = [
         (_LD_W_ABS, None, None, _OFFSET_ARCH),
         (_JEQ_K, None, "deny", audit_arch),
         (_LD_W_ABS, None, None, _OFFSET_NR),
@@ -343,19 +381,54 @@ def build_program(
         body.append((_JGE_K, "deny", None, x32_base))
     body += [(_JEQ_K, "notify", None, number) for number in sorted(set(notified.values()))]
     body += [(_JEQ_K, "deny", None, number) for number in sorted(set(denied.values()))]
+    if socket:
+        body.append((_JEQ_K, "socket", None, socket))
     body += [
         (_JEQ_K, "nosys", None, clone3),
         (_JEQ_K, None, "allow", clone),
         (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
         (_JSET_K, "deny", "allow", _CLONE_NAMESPACES),
     ]
+    if socket:
+        body += _socket_checks(udp)
+    return _assemble(body)
+
+
+def _socket_checks(udp: bool) -> list[tuple[int, str | None, str | None, int] | str]:
+    return [
+        "socket",
+        (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
+        (_JEQ_K, "allow", None, _AF_UNIX),
+        (_JEQ_K, "netlink", None, _AF_NETLINK),
+        (_JEQ_K, "inet", None, _AF_INET),
+        (_JEQ_K, "inet", "deny", _AF_INET6),
+        "inet",
+        (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
+        (_AND_K, None, None, _SOCK_TYPE_MASK),
+        (_JEQ_K, "allow", None, _SOCK_STREAM),
+        (_JEQ_K, "allow" if udp else "deny", "deny", _SOCK_DGRAM),
+        "netlink",
+        (_LD_W_ABS, None, None, _OFFSET_ARG2_LOW),
+        (_JEQ_K, "allow", "deny", _NETLINK_ROUTE),
+    ]
+
+
+def _assemble(body: list[tuple[int, str | None, str | None, int] | str]) -> bytes:
     returns = {
         "allow": _RET_ALLOW,
         "deny": _RET_ERRNO | errno.EPERM,
         "notify": _RET_USER_NOTIF,
         "nosys": _RET_ERRNO | errno.ENOSYS,
     }
-    position = {label: len(body) + index for index, label in enumerate(returns)}
+    instructions: list[tuple[int, str | None, str | None, int]] = []
+    position: dict[str, int] = {}
+    for entry in body:
+        if isinstance(entry, str):
+            position[entry] = len(instructions)
+        else:
+            instructions.append(entry)
+    for index, label in enumerate(returns):
+        position[label] = len(instructions) + index
 
     def offset(index: int, label: str | None) -> int:
         if label is None:
@@ -367,7 +440,7 @@ def build_program(
 
     program = b"".join(
         struct.pack("<HBBI", code, offset(i, jt), offset(i, jf), k)
-        for i, (code, jt, jf, k) in enumerate(body)
+        for i, (code, jt, jf, k) in enumerate(instructions)
     )
     program += b"".join(struct.pack("<HBBI", _RET_K, 0, 0, value) for value in returns.values())
     return program
@@ -465,18 +538,19 @@ def _start_supervisor(listener: int, launcher_gone: int, keep_open: int) -> int:
     return int(struct.unpack("<i", data)[0])
 
 
-def install_seccomp() -> SeccompReport:
+def install_seccomp(*, udp: bool = True) -> SeccompReport:
     """Install the filter on this thread for good, or raise `HostError` when that fails.
 
     The next `execve` of this process is let through once; call it right after this returns.
     `no_new_privs` is set first, as the kernel requires of a process without CAP_SYS_ADMIN.
+    `udp` False denies UDP sockets as well, for a broker that resolves no host names.
     """
-    machine, (audit_arch, numbers, seccomp_nr, clone, clone3, x32_base) = _arch()
+    machine, (audit_arch, numbers, seccomp_nr, clone, clone3, socket, x32_base) = _arch()
     known = {name: numbers[name] for name in SECCOMP_DENIED if name in numbers}
     unknown = tuple(name for name in SECCOMP_DENIED if name not in numbers)
     notified = {name: number for name, number in known.items() if name in _EXEC_CALLS}
     denied = {name: number for name, number in known.items() if name not in _EXEC_CALLS}
-    program = build_program(audit_arch, denied, notified, clone, clone3, x32_base)
+    program = build_program(audit_arch, denied, notified, clone, clone3, x32_base, socket, udp=udp)
 
     # The launcher keeps the write end open until exec or exit, both of which close it.
     gone_read, gone_write = os.pipe()
@@ -493,4 +567,6 @@ def install_seccomp() -> SeccompReport:
         if listener >= 0:
             # Only the supervisor keeps the listener, so it goes away when the supervisor exits.
             os.close(listener)
-    return SeccompReport(arch=machine, denied=tuple(known), unknown=unknown, supervisor=supervisor)
+    return SeccompReport(
+        arch=machine, denied=tuple(known), unknown=unknown, supervisor=supervisor, udp=udp
+    )

@@ -30,6 +30,13 @@ from support import (
 )
 
 
+@pytest.fixture(autouse=True)
+def verification_only(request: pytest.FixtureRequest) -> None:
+    """Launch without the sandbox, so that a missing mark proves the code never ran."""
+    if "guard" in request.fixturenames:
+        request.getfixturevalue("guard").sandbox = False
+
+
 def attacker_dir(safe_dir: Path, name: str) -> Path:
     """Create a world-writable directory, which the attacker controls."""
     directory = safe_dir / name

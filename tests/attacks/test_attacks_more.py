@@ -29,6 +29,14 @@ from support import (
     process_marker,
 )
 
+
+@pytest.fixture(autouse=True)
+def verification_only(request: pytest.FixtureRequest) -> None:
+    """Launch without the sandbox, so that a missing mark proves the code never ran."""
+    if "guard" in request.fixturenames:
+        request.getfixturevalue("guard").sandbox = False
+
+
 BROKER = "/usr/sbin/mosquitto"
 OPENSSL_CONFIG = Path("/etc/ssl/openssl.cnf")
 

@@ -13,7 +13,16 @@ import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 from support import MOSQUITTO, Guard, c_string, make_mark, stop_process, wait_for_port
+
+
+@pytest.fixture(autouse=True)
+def verification_only(request: pytest.FixtureRequest) -> None:
+    """Launch without the sandbox, so that a missing mark proves the code never ran."""
+    if "guard" in request.fixturenames:
+        request.getfixturevalue("guard").sandbox = False
+
 
 LAUNCHES = 200
 CONTROL_LAUNCHES = 20

@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import pytest
 from support import (
     DYNSEC_PLUGIN,
     Guard,
@@ -18,6 +19,13 @@ from support import (
 )
 
 from mosquitto_guard.demo import publish_and_receive
+
+
+@pytest.fixture(autouse=True)
+def verification_only(request: pytest.FixtureRequest) -> None:
+    """Launch without the sandbox, so that a missing mark proves the code never ran."""
+    if "guard" in request.fixturenames:
+        request.getfixturevalue("guard").sandbox = False
 
 
 def start(

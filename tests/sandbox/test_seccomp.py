@@ -363,3 +363,54 @@ def test_broker_serves_after_filtered_exec(
     assert fields["NoNewPrivs"].strip() == "1"
     assert Path(os.readlink(f"/proc/{process.pid}/exe")).name == "mosquitto"
     stop_process(process)
+
+
+def socket_outcomes(_: int) -> dict[str, str]:
+    """Try each kind of socket the filter decides on, and name the outcome of each."""
+    kinds = {
+        "unix": (socket.AF_UNIX, socket.SOCK_STREAM, 0),
+        "tcp4": (socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC, 0),
+        "tcp6": (socket.AF_INET6, socket.SOCK_STREAM, 0),
+        "udp4": (socket.AF_INET, socket.SOCK_DGRAM, 0),
+        "raw4": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
+        "raw6": (socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
+        "packet": (socket.AF_PACKET, socket.SOCK_RAW, 0),
+        "netlink_route": (socket.AF_NETLINK, socket.SOCK_RAW, 0),
+        "netlink_audit": (socket.AF_NETLINK, socket.SOCK_RAW, 9),
+    }
+    return {
+        name: outcome(lambda spec=spec: socket.socket(*spec).close())
+        for name, spec in kinds.items()
+    }
+
+
+def socket_filtered(udp: bool) -> dict[str, Any]:
+    return run_in_child(lambda: {"udp": install_seccomp(udp=udp).udp}, socket_outcomes)
+
+
+ALWAYS = {"unix": "ok", "tcp4": "ok", "tcp6": "ok", "netlink_route": "ok"}
+NEVER = {"raw4": "EPERM", "raw6": "EPERM", "packet": "EPERM", "netlink_audit": "EPERM"}
+
+
+@needs_x86_64
+def test_sockets_without_udp() -> None:
+    # As root, every one of these succeeds without the filter.
+    assert socket_outcomes(0) == dict.fromkeys(socket_outcomes(0), "ok")
+    out = socket_filtered(udp=False)
+    assert out["report"] == {"udp": False}
+    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "EPERM"}
+
+
+@needs_x86_64
+def test_sockets_with_udp() -> None:
+    out = socket_filtered(udp=True)
+    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "ok"}
+
+
+@needs_x86_64
+def test_memfd_create_denied() -> None:
+    def probe(_: int) -> str:
+        return outcome(lambda: os.close(os.memfd_create("code")))
+
+    assert run_in_child(lambda: {}, probe)["result"] == "ok"
+    assert filtered(probe)["result"] == "EPERM"

@@ -1,0 +1,276 @@
+"""Deriving the sandbox from a real config file, the inventory and the manifests.
+
+Each test writes a config into a temporary directory, reads it with the same reader `run` uses,
+and checks the grants, their sources, and what the plan refuses.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from mosquitto_guard.config.reader import read_config
+from mosquitto_guard.inventory.collect import collect_inventory
+from mosquitto_guard.inventory.model import Inventory
+from mosquitto_guard.manifest.model import Manifest, Permissions, PluginFile, PluginRequirements
+from mosquitto_guard.policy.model import SandboxSettings
+from mosquitto_guard.sandbox.plan import Grant, LoadedPlugin, SandboxPlan, derive_plan
+
+BROKER = Path("/usr/sbin/mosquitto")
+
+
+def plan_for(
+    directory: Path,
+    *lines: str,
+    plugins: tuple[LoadedPlugin, ...] = (),
+    settings: SandboxSettings | None = None,
+    inventory: Inventory | None = None,
+    uid: int = 0,
+) -> SandboxPlan:
+    config_path = directory / "mosquitto.conf"
+    config_path.write_text("\n".join(lines) + "\n")
+    config = read_config([config_path])
+    return derive_plan(
+        config,
+        inventory or Inventory(),
+        plugins,
+        settings or SandboxSettings(),
+        broker=BROKER,
+        interpreter=None,
+        cwd=directory,
+        launcher_uid=uid,
+    )
+
+
+def grant(plan: SandboxPlan, access: str, target: str | Path | int) -> Grant:
+    matches = [g for g in plan.grants if g.access == access and g.target == str(target)]
+    assert matches, f"no {access} grant for {target}: {plan.grants}"
+    return matches[0]
+
+
+def manifest(permissions: Permissions, options: tuple[str, ...] = ()) -> Manifest:
+    return Manifest(
+        name="auth",
+        version=3,
+        file=PluginFile(name="auth.so", sha256="0" * 64, size=1),
+        plugin=PluginRequirements(api_version=5, mosquitto=">=2.0", options=options),
+        permissions=permissions,
+        signed_at=datetime(2026, 1, 1, tzinfo=UTC),
+        expires=datetime(2027, 1, 1, tzinfo=UTC),
+    )
+
+
+def loaded(directory: Path, *lines: str, permissions: Permissions) -> LoadedPlugin:
+    """Read a config with a plugin line and pair its entry with a manifest."""
+    config_path = directory / "plugin.conf"
+    config_path.write_text("\n".join(["plugin /usr/lib/auth.so", *lines]) + "\n")
+    entry = read_config([config_path]).plugins[0]
+    return LoadedPlugin(entry, manifest(permissions, tuple(sorted(entry.options))))
+
+
+def test_debian_layout_writes_three_directories(tmp_path: Path) -> None:
+    for name in ("run", "log", "data"):
+        (tmp_path / name).mkdir()
+    plan = plan_for(
+        tmp_path,
+        f"pid_file {tmp_path}/run/mosquitto.pid",
+        "persistence true",
+        f"persistence_location {tmp_path}/data/",
+        f"log_dest file {tmp_path}/log/mosquitto.log",
+    )
+    assert plan.targets("write") == [str(tmp_path / n) for n in ("log", "run", "data")]
+    assert grant(plan, "write", tmp_path / "run").source.endswith(
+        f"mosquitto.conf:1: pid_file {tmp_path}/run/mosquitto.pid"
+    )
+    assert "persistence_location" in grant(plan, "write", tmp_path / "data").source
+    assert plan.problems == []
+
+
+def test_local_only_mode_binds_1883(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "allow_anonymous true")
+    assert "local-only" in grant(plan, "bind", 1883).source
+    assert plan.listen_addresses == ["127.0.0.1", "::1"]
+
+
+def test_each_listener_port_is_bound(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 1884 127.0.0.1", "listener 8883")
+    assert plan.targets("bind") == ["1884", "8883"]
+    assert grant(plan, "bind", 8883).source.endswith(":2: listener 8883")
+    assert plan.listen_addresses == ["127.0.0.1", None]
+
+
+def test_files_named_by_options_are_readable(tmp_path: Path) -> None:
+    for name in ("passwd", "acl", "ca.pem"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "capath").mkdir()
+    plan = plan_for(
+        tmp_path,
+        "listener 1884",
+        "password_file passwd",
+        f"acl_file {tmp_path}/acl",
+        f"cafile {tmp_path}/ca.pem",
+        f"capath {tmp_path}/capath",
+    )
+    for name in ("passwd", "acl", "ca.pem", "capath"):
+        grant(plan, "read", tmp_path / name)
+    assert grant(plan, "read", tmp_path / "passwd").source.endswith(":2: password_file passwd")
+
+
+def test_missing_option_file_is_a_problem(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 1884", f"password_file {tmp_path}/absent")
+    assert plan.problems == [
+        f"{tmp_path}/mosquitto.conf:2: password_file {tmp_path}/absent: {tmp_path}/absent "
+        "does not exist; fix: create it or correct the path"
+    ]
+
+
+def test_persistence_in_root_working_directory_is_refused(tmp_path: Path) -> None:
+    config_path = tmp_path / "mosquitto.conf"
+    config_path.write_text("persistence true\n")
+    plan = derive_plan(
+        read_config([config_path]),
+        Inventory(),
+        (),
+        SandboxSettings(),
+        broker=BROKER,
+        interpreter=None,
+        cwd=Path("/"),
+        launcher_uid=0,
+    )
+    assert plan.targets("write") == []
+    assert "set persistence_location" in plan.problems[0]
+
+
+def test_file_in_shared_directory_grants_only_the_file(tmp_path: Path) -> None:
+    shared = Path("/var/log")
+    log = shared / f"mosquitto-guard-plan-test-{os.getpid()}.log"
+    log.write_text("")
+    try:
+        plan = plan_for(tmp_path, f"log_dest file {log}")
+    finally:
+        log.unlink()
+    assert plan.targets("write") == [str(log)]
+    assert "other services share" in plan.warnings[0]
+
+
+def test_missing_file_in_shared_directory_is_a_problem(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "pid_file /run/mosquitto-guard-no-such.pid")
+    assert plan.targets("write") == []
+    assert "move it into a directory of its own" in plan.problems[0]
+
+
+def test_bridge_by_name_allows_dns(tmp_path: Path) -> None:
+    plan = plan_for(
+        tmp_path,
+        "connection up",
+        "address broker.example.org:8884 192.0.2.10",
+        "topic # out",
+    )
+    assert plan.targets("connect") == ["8884", "53", "1883"]
+    assert plan.udp
+    assert "broker.example.org" in grant(plan, "connect", 53).source
+    assert plan.remote_hosts == ["broker.example.org", "192.0.2.10"]
+
+
+def test_bridge_by_address_needs_no_udp(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "connection up", "address 192.0.2.10:8883", "topic # out")
+    assert plan.targets("connect") == ["8883"]
+    assert not plan.udp
+
+
+def test_manifest_permissions_become_grants(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (tmp_path / "keys").mkdir()
+    plugin = loaded(
+        tmp_path,
+        f"plugin_opt_database {state}/auth.json",
+        f"plugin_opt_keys {tmp_path}/keys",
+        permissions=Permissions(
+            connect=("127.0.0.1:5432",),
+            read_options=("keys",),
+            write_options=("database",),
+        ),
+    )
+    plan = plan_for(tmp_path, "listener 1884", plugins=(plugin,))
+    assert grant(plan, "connect", 5432).source == "manifest auth version 3: connect 127.0.0.1:5432"
+    assert grant(plan, "write", state).source.startswith(
+        "manifest auth version 3: write_options database"
+    )
+    grant(plan, "read", tmp_path / "keys")
+    assert not plan.udp
+
+
+def test_policy_adds_paths_and_endpoints(tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    settings = SandboxSettings(read=(extra,), write=(extra,), connect=("db.example.org:5432",))
+    plan = plan_for(tmp_path, "listener 1884", settings=settings)
+    assert grant(plan, "read", extra).source == "policy [sandbox] read"
+    assert grant(plan, "write", extra).source == "policy [sandbox] write"
+    assert plan.targets("connect") == ["5432", "53"]
+    assert plan.udp
+
+
+def test_drop_to_user_keeps_setuid_and_setgid(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 1884", "user mosquitto")
+    assert [name for name, _ in plan.capabilities] == ["CAP_SETUID", "CAP_SETGID"]
+    grant(plan, "read", "/etc/passwd")
+    assert plan.broker_user == "mosquitto"
+
+
+def test_user_root_keeps_no_capability(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 1884", "user root")
+    assert plan.capabilities == []
+
+
+def test_user_root_on_low_port_keeps_bind_service(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 883", "user root")
+    assert [name for name, _ in plan.capabilities] == ["CAP_NET_BIND_SERVICE"]
+
+
+def test_launcher_not_root_keeps_nothing(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, "listener 1884", uid=1000)
+    assert plan.capabilities == []
+    assert plan.broker_user is None
+
+
+def test_real_inventory_reads_libraries_not_plugins(tmp_path: Path) -> None:
+    config_path = tmp_path / "mosquitto.conf"
+    config_path.write_text("listener 1884\n")
+    config = read_config([config_path])
+    inventory = collect_inventory(config, {}, cwd=tmp_path, broker=BROKER, build_ids=False)
+    plan = derive_plan(
+        config,
+        inventory,
+        (),
+        SandboxSettings(),
+        broker=BROKER,
+        interpreter=None,
+        cwd=tmp_path,
+        launcher_uid=0,
+    )
+    reads = plan.targets("read")
+    assert any(Path(target).name == "libc.so.6" for target in reads)
+    assert "/etc/ld.so.cache" in reads
+    libc = next(g for g in plan.grants if g.target.endswith("/libc.so.6"))
+    assert libc.source.startswith("linked library (DT_NEEDED of")
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:70000", "db:0", "nohost"])
+def test_policy_rejects_bad_connect_entry(tmp_path: Path, value: str) -> None:
+    from mosquitto_guard.errors import PolicyError
+    from mosquitto_guard.policy.model import load_policy
+
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN2bvkVwErad3oUcqJn6ahcBXZdvP1lfSz5v/ZAzSagE"
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        f'format_version = 1\n[[keys]]\nname = "a"\nkey = "{key}"\n'
+        f'[sandbox]\nconnect = ["{value}"]\n'
+    )
+    os.chmod(policy, 0o600)
+    with pytest.raises(PolicyError, match=r"sandbox\.connect\[0\]"):
+        load_policy(policy)
