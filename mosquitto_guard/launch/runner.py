@@ -165,6 +165,7 @@ def prepare_launch(
             interpreter=_interpreter(inventory),
             cwd=Path.cwd(),
             launcher_uid=os.geteuid(),
+            notify_socket=plan.env.get("NOTIFY_SOCKET"),
         )
         plan.problems += [f"sandbox: {problem}" for problem in plan.sandbox.problems]
     return plan

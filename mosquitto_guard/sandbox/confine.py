@@ -129,6 +129,7 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
         executable=tuple(paths["executable"]),
         bind_tcp=tuple(ports(plan, "bind")),
         connect_tcp=tuple(ports(plan, "connect")),
+        scope_abstract_unix=plan.scope_abstract_unix,
     )
     try:
         result = apply_landlock(rules)
@@ -152,8 +153,10 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
             bind = ", ".join(map(str, rules.bind_tcp)) or "none"
             connect = ", ".join(map(str, rules.connect_tcp)) or "none"
             layers.append(Layer(what, True, f"TCP bind: {bind}; TCP connect: {connect}"))
-        else:
+        elif rules.scope_abstract_unix:
             layers.append(Layer(what, True, "signals and abstract UNIX sockets stay inside"))
+        else:
+            layers.append(Layer(what, True, "signals stay inside; abstract sockets are open"))
     return layers
 
 

@@ -246,6 +246,9 @@ class LandlockRules:
     executable: tuple[Path, ...] = field(default=())
     bind_tcp: tuple[int, ...] = field(default=())
     connect_tcp: tuple[int, ...] = field(default=())
+    # False leaves abstract UNIX sockets outside the process reachable, for a service manager
+    # whose notification socket is abstract.
+    scope_abstract_unix: bool = True
 
     def __post_init__(self) -> None:
         for name in ("read_only", "read_write", "executable"):
@@ -317,6 +320,8 @@ def apply_landlock(rules: LandlockRules) -> LandlockReport:
     fs_handled = _handled(abi, "fs")
     net_handled = _handled(abi, "net")
     scoped = _handled(abi, "scope")
+    if not rules.scope_abstract_unix:
+        scoped &= ~SCOPE_ABSTRACT_UNIX_SOCKET
 
     opened = _open_rule_paths(rules, fs_handled)
     ruleset_fd = -1

@@ -114,6 +114,8 @@ class SandboxPlan:
     listen_addresses: list[str | None] = field(default_factory=list)
     # The account the broker drops to, or None when it keeps the launcher's.
     broker_user: str | None = None
+    # False when the broker must reach an abstract UNIX socket outside its sandbox.
+    scope_abstract_unix: bool = True
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -149,9 +151,20 @@ def derive_plan(
     interpreter: Path | None,
     cwd: Path,
     launcher_uid: int,
+    notify_socket: str | None = None,
 ) -> SandboxPlan:
-    """Return the sandbox for a broker started from `broker` with `config` and `plugins`."""
+    """Return the sandbox for a broker started from `broker` with `config` and `plugins`.
+
+    `notify_socket` is the service manager's NOTIFY_SOCKET, to which the broker reports
+    readiness.
+    """
     plan = SandboxPlan()
+    if notify_socket is not None and notify_socket.startswith("@"):
+        plan.scope_abstract_unix = False
+        plan.warnings.append(
+            f"NOTIFY_SOCKET {notify_socket} is an abstract UNIX socket, so the broker may reach "
+            "every abstract socket; fix: give the service manager a socket path"
+        )
     plan.add("execute", broker, "the broker binary")
     if interpreter is not None:
         plan.add("execute", interpreter, "the program interpreter of the broker")
@@ -164,6 +177,7 @@ def derive_plan(
     for plugin in plugins:
         _manifest_grants(plan, plugin, cwd)
     _policy_grants(plan, settings)
+    _warn_on_writable_inputs(plan, config, inventory)
     if plan.udp:
         for name in RESOLVER_FILES:
             _add_if_exists(plan, "read", Path(name), f"host name lookups ({plan.udp_source})")
@@ -304,6 +318,24 @@ def _policy_grants(plan: SandboxPlan, settings: SandboxSettings) -> None:
     for endpoint in settings.connect:
         host, port = _split_endpoint(endpoint, 0)
         _add_connect(plan, host, port, f"policy [sandbox] connect {endpoint}")
+
+
+def _warn_on_writable_inputs(
+    plan: SandboxPlan, config: BrokerConfig | None, inventory: Inventory
+) -> None:
+    """Warn when the broker may write a config file or a plugin, which persists across starts."""
+    inputs = list(config.files) if config is not None else []
+    inputs += [item.path for item in inventory.items if item.needs_manifest and item.path]
+    for grant in [g for g in plan.grants if g.access == "write"]:
+        target = Path(grant.target)
+        for path in inputs:
+            if path == target or target in path.parents:
+                plan.warnings.append(
+                    f"{grant.source}: the broker may write {target}, which contains {path}, "
+                    f"so a plugin can change what the next start loads; fix: give the "
+                    f"broker's files a directory of their own"
+                )
+                break
 
 
 def _add_connect(plan: SandboxPlan, host: str, port: int, source: str) -> None:

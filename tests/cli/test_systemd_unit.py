@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from support import Guard
 
 from mosquitto_guard.cli import main
 from mosquitto_guard.cli.systemd_unit import launcher_command, render_drop_in
@@ -75,11 +77,102 @@ def test_systemd_analyze_sees_drop_in_errors(tmp_path: Path) -> None:
     assert "mosquitto-guard.conf" in result.stderr
 
 
-def test_systemd_unit_isolates_launcher_environment(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["systemd-unit"]) == 0
-    lines = capsys.readouterr().out.splitlines()
+def unit_for(guard: Guard, config: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["systemd-unit", "--policy", str(guard.policy), "-c", str(config)])
+    return code, capsys.readouterr().out
+
+
+def directive(text: str, name: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(f"{name}=")]
+
+
+def test_systemd_unit_isolates_launcher_environment(
+    guard: Guard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, text = unit_for(guard, guard.config(), capsys)
+    assert code == 0
+    lines = text.splitlines()
     [exec_start] = [line for line in lines if line.startswith("ExecStart=/")]
     assert exec_start.split()[1:4] == ["-I", "-m", "mosquitto_guard"]
     [unset] = [line for line in lines if line.startswith("UnsetEnvironment=")]
     for name in ("LD_PRELOAD", "LD_AUDIT", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME"):
         assert name in unset.split("=", 1)[1].split()
+
+
+def test_hardening_follows_the_config(guard: Guard, capsys: pytest.CaptureFixture[str]) -> None:
+    data = guard.root / "data"
+    data.mkdir()
+    config = guard.config("persistence true", f"persistence_location {data}/", "user mosquitto")
+    code, text = unit_for(guard, config, capsys)
+    assert code == 0
+    assert directive(text, "ReadWritePaths") == [f"{data} {guard.root / 'state'}"]
+    assert directive(text, "NoExecPaths") == [f"/ {data}"]
+    assert directive(text, "CapabilityBoundingSet") == ["CAP_SETUID CAP_SETGID"]
+    assert f"+/bin/chown mosquitto {data}" in directive(text, "ExecStartPre")
+    assert directive(text, "NoNewPrivileges") == ["yes"]
+    assert directive(text, "ProtectSystem") == ["strict"]
+    assert "landlock_restrict_self" in directive(text, "SystemCallFilter")[0].split()
+    assert directive(text, "IPAddressDeny") == ["any"]
+    assert directive(text, "IPAddressAllow") == ["localhost"]
+
+
+def test_open_listener_gets_no_address_filter(
+    guard: Guard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = guard.root / "open.conf"
+    config.write_text(f"listener {guard.port}\nallow_anonymous true\n")
+    code, text = unit_for(guard, config, capsys)
+    assert code == 0
+    assert directive(text, "IPAddressDeny") == []
+    assert "# No IPAddressAllow=: a listener accepts clients from any address." in text
+
+
+def test_unsigned_plugin_fails_but_prints(guard: Guard, capsys: pytest.CaptureFixture[str]) -> None:
+    plugin = guard.build("unsigned.so")
+    code = main(
+        ["systemd-unit", "--policy", str(guard.policy), "-c", str(guard.config(f"plugin {plugin}"))]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "no manifest" in captured.err
+    assert "ExecStart=" in captured.out
+
+
+def exposure(unit_dir: Path) -> float:
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "--no-pager", "mosquitto.service"],
+        capture_output=True,
+        text=True,
+        env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for mosquitto.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None or not STOCK_UNIT.exists(),
+    reason="needs systemd-analyze and the mosquitto package's unit",
+)
+def test_hardening_lowers_exposure_score(
+    guard: Guard, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shutil.copy(STOCK_UNIT, tmp_path / "mosquitto.service")
+    stock = exposure(tmp_path)
+    code, text = unit_for(guard, guard.config(), capsys)
+    assert code == 0
+    (tmp_path / "mosquitto.service.d").mkdir()
+    (tmp_path / "mosquitto.service.d" / "mosquitto-guard.conf").write_text(text)
+    hardened = exposure(tmp_path)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")],
+        capture_output=True,
+        text=True,
+        env={"SYSTEMD_UNIT_PATH": f"{tmp_path}:", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    print(f"systemd-analyze security: stock unit {stock}, with the drop-in {hardened}")
+    assert verify.returncode == 0, verify.stderr
+    assert stock > 9.0
+    assert hardened < 3.0

@@ -274,3 +274,34 @@ def test_policy_rejects_bad_connect_entry(tmp_path: Path, value: str) -> None:
     os.chmod(policy, 0o600)
     with pytest.raises(PolicyError, match=r"sandbox\.connect\[0\]"):
         load_policy(policy)
+
+
+def test_writable_config_directory_is_warned(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, f"log_dest file {tmp_path}/mosquitto.log")
+    assert plan.targets("write") == [str(tmp_path)]
+    assert f"contains {tmp_path}/mosquitto.conf" in plan.warnings[0]
+
+
+def test_abstract_notify_socket_leaves_abstract_sockets_open(tmp_path: Path) -> None:
+    config_path = tmp_path / "mosquitto.conf"
+    config_path.write_text("listener 1884\n")
+    config = read_config([config_path])
+
+    def plan_with(notify_socket: str) -> SandboxPlan:
+        return derive_plan(
+            config,
+            Inventory(),
+            (),
+            SandboxSettings(),
+            broker=BROKER,
+            interpreter=None,
+            cwd=tmp_path,
+            launcher_uid=0,
+            notify_socket=notify_socket,
+        )
+
+    by_path = plan_with("/run/notify")
+    abstract = plan_with("@notify")
+    assert by_path.scope_abstract_unix
+    assert not abstract.scope_abstract_unix
+    assert "abstract UNIX socket" in abstract.warnings[0]
