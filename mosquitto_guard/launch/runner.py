@@ -59,14 +59,13 @@ from mosquitto_guard.manifest.verify import (
 )
 from mosquitto_guard.policy.model import Policy
 from mosquitto_guard.policy.state import VersionState
-from mosquitto_guard.sandbox.plan import LoadedPlugin, SandboxPlan, derive_plan
+from mosquitto_guard.sandbox.plan import SEALED_KINDS, LoadedPlugin, SandboxPlan, derive_plan
 
 logger = logging.getLogger(__name__)
 
 _Result = TypeVar("_Result")
 
 LD_SO_PRELOAD = Path("/etc/ld.so.preload")
-SEALED_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load", "tls_engine"})
 
 
 @dataclass

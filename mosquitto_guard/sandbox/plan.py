@@ -75,6 +75,9 @@ SHARED_DIRECTORIES = frozenset(
     )
 )
 
+# Code the launcher seals into memfds; OpenSSL modules are verified but read from disk.
+SEALED_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load", "tls_engine"})
+
 ACCOUNT_FILES = ("/etc/passwd", "/etc/group", "/proc/sys/kernel/ngroups_max")
 LIBWRAP_FILES = ("/etc/hosts.allow", "/etc/hosts.deny")
 RESOLVER_FILES = ("/etc/resolv.conf", "/etc/hosts", "/etc/host.conf", "/etc/gai.conf")
@@ -186,8 +189,8 @@ def derive_plan(
 
 def _code_grants(plan: SandboxPlan, inventory: Inventory) -> None:
     for item in inventory.items:
-        if not item.loaded or item.path is None or item.needs_manifest:
-            continue  # admin-chosen code is sealed into a memfd, which needs no grant
+        if not item.loaded or item.path is None or item.kind in SEALED_KINDS:
+            continue  # sealed into a memfd, which needs no grant
         plan.add("read", item.path, f"{item.kind.replace('_', ' ')} ({item.source})")
     for path in inventory.host_files:
         _add_if_exists(plan, "read", path, "a host file that decides which code the broker loads")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import compile_plugin
 
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.inventory.collect import collect_inventory
@@ -305,3 +306,30 @@ def test_abstract_notify_socket_leaves_abstract_sockets_open(tmp_path: Path) -> 
     assert by_path.scope_abstract_unix
     assert not abstract.scope_abstract_unix
     assert "abstract UNIX socket" in abstract.warnings[0]
+
+
+def test_openssl_module_is_read_from_disk(tmp_path: Path) -> None:
+    module = tmp_path / "provider.so"
+    compile_plugin("marker.c", module)
+    openssl_config = tmp_path / "openssl.cnf"
+    openssl_config.write_text(
+        "openssl_conf = init\n[init]\nproviders = p\n[p]\nx = s\n"
+        f"[s]\nmodule = {module}\nactivate = 1\n"
+    )
+    config_path = tmp_path / "mosquitto.conf"
+    config_path.write_text("listener 1884\n")
+    config = read_config([config_path])
+    env = {"OPENSSL_CONF": str(openssl_config)}
+    inventory = collect_inventory(config, env, cwd=tmp_path, build_ids=False)
+    plan = derive_plan(
+        config,
+        inventory,
+        (),
+        SandboxSettings(),
+        broker=BROKER,
+        interpreter=None,
+        cwd=tmp_path,
+        launcher_uid=0,
+    )
+    assert grant(plan, "read", module).source.startswith("openssl module")
+    assert grant(plan, "read", openssl_config).source.startswith("a host file")
