@@ -161,9 +161,10 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
 
 
 def _seccomp(plan: SandboxPlan) -> str:
-    result = install_seccomp(udp=plan.udp)
+    result = install_seccomp(udp=plan.udp, unix_stream=plan.unix_stream)
     udp = "UDP allowed for host name lookups" if result.udp else "no UDP"
-    return f"{len(result.denied)} system calls denied, execve after start included; {udp}"
+    unix = "UNIX stream sockets allowed for a listener" if result.unix_stream else "no UNIX streams"
+    return f"{len(result.denied)} system calls denied, execve after start included; {udp}; {unix}"
 
 
 def _mdwe() -> str:

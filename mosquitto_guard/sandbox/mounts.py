@@ -6,7 +6,10 @@ mount with the noexec flag the kernel refuses `mmap(PROT_EXEC)` of any file, so 
 broker writes can ever run as code.
 
 `mount_noexec(paths)` makes the process's mount namespace private, then bind-mounts each path
-onto itself with noexec, nosuid and nodev. Other processes keep the host's mounts. New mounts
+onto itself with noexec, nosuid and nodev. A directory can also be reachable through another
+mount of the same file system, such as a bind mount of a data disk. Each such alias is
+mounted noexec too, or a plugin could write a library through one path and map it through the
+other. Other processes keep the host's mounts. New mounts
 on the host still reach the namespace (it is a slave of the host), while the namespace's own
 mounts never leak out. Read-only mounts stay read-only.
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,50 @@ _MS_REMOUNT = 32
 _MS_BIND = 4096
 _MS_REC = 16384
 _MS_SLAVE = 1 << 19
+
+
+@dataclass(frozen=True)
+class _Mount:
+    device: str
+    root: str
+    point: str
+
+
+def _unescape(field: str) -> str:
+    """Decode the octal escapes (`\\040` for a space) of a /proc/self/mountinfo field."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def _mounts() -> list[_Mount]:
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        mounts.append(_Mount(fields[2], _unescape(fields[3]), _unescape(fields[4])))
+    return mounts
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def aliases(path: Path) -> list[Path]:
+    """Return every path at which the directory `path` is mounted, `path` itself included."""
+    real = os.path.realpath(path)
+    mounts = _mounts()
+    holders = [mount for mount in mounts if _inside(real, mount.point)]
+    if not holders:
+        return [Path(real)]
+    holder = max(holders, key=lambda mount: len(mount.point))
+    # The directory's path inside its file system, as the mount table's root field writes it.
+    inner = holder.root.rstrip("/") + real[len(holder.point.rstrip("/")) :]
+    found = [Path(real)]
+    for mount in mounts:
+        if mount.device != holder.device or not _inside(inner, mount.root):
+            continue
+        alias = Path(mount.point.rstrip("/") + inner[len(mount.root.rstrip("/")) :])
+        if alias not in found and os.path.lexists(alias):
+            found.append(alias)
+    return found
 
 
 @dataclass(frozen=True)
@@ -73,8 +121,10 @@ def mount_noexec(paths: Sequence[Path]) -> MountReport:
     Raises `HostError` when the namespace or a mount cannot be made; the namespace may then
     already be private, which changes nothing for other processes.
     """
-    pending = [path for path in paths if not is_noexec(path)]
-    already = tuple(path for path in paths if path not in pending)
+    every = [alias for path in paths for alias in aliases(path)]
+    every = list(dict.fromkeys(every))
+    pending = [path for path in every if not is_noexec(path)]
+    already = tuple(path for path in every if path not in pending)
     if not pending:
         return MountReport(mounted=(), already=already)
     lib = _lib()

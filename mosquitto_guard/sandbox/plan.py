@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pwd
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,6 +121,8 @@ class SandboxPlan:
     broker_user: str | None = None
     # False when the broker must reach an abstract UNIX socket outside its sandbox.
     scope_abstract_unix: bool = True
+    # True when a listener is a UNIX socket, which needs UNIX stream sockets.
+    unix_stream: bool = False
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -180,7 +184,9 @@ def derive_plan(
     for plugin in plugins:
         _manifest_grants(plan, plugin, cwd)
     _policy_grants(plan, settings)
+    _reject_planted_symlinks(plan)
     _warn_on_writable_inputs(plan, config, inventory)
+    _warn_on_unwritable_outputs(plan)
     if plan.udp:
         for name in RESOLVER_FILES:
             _add_if_exists(plan, "read", Path(name), f"host name lookups ({plan.udp_source})")
@@ -278,6 +284,7 @@ def _listener_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> None
             plan.listen_addresses.append(listener.address)
         elif listener.address and listener.address.startswith("/"):
             _add_write(plan, _path(listener.address, cwd), f"{source} (UNIX socket)")
+            plan.unix_stream = True
 
 
 def _bridge_grants(plan: SandboxPlan, config: BrokerConfig) -> None:
@@ -339,6 +346,68 @@ def _warn_on_writable_inputs(
                     f"broker's files a directory of their own"
                 )
                 break
+
+
+def _reject_planted_symlinks(plan: SandboxPlan) -> None:
+    """Drop each path grant that passes through a symlink someone other than root could plant.
+
+    Rules follow symlinks when they are opened. A plugin that replaced a directory it may write
+    with a symlink would otherwise widen its own sandbox at the next start. A symlink is
+    trusted only in a root-owned directory that neither group nor others may write, and that
+    lies outside every directory the broker may write (a broker kept at uid 0 writes there).
+    """
+    writable = [Path(g.target) for g in plan.grants if g.access == "write"]
+    for grant in [g for g in plan.grants if g.access in ("read", "write", "execute")]:
+        link = _unsafe_symlink(Path(grant.target), writable)
+        if link is not None:
+            plan.grants.remove(grant)
+            plan.problems.append(
+                f"{grant.source}: {grant.target} passes through the symlink {link}, in a "
+                "directory that the broker or a user other than root can write; fix: name "
+                "the real path, and check who replaced the directory"
+            )
+
+
+def _unsafe_symlink(path: Path, writable: Sequence[Path]) -> Path | None:
+    current = Path("/")
+    for part in path.parts[1:]:
+        current = current / part
+        try:
+            info = current.lstat()
+        except OSError:
+            return None
+        if stat.S_ISLNK(info.st_mode):
+            parent = current.parent.stat()
+            inside = any(current.parent == w or w in current.parent.parents for w in writable)
+            if parent.st_uid != 0 or parent.st_mode & 0o022 or inside:
+                return current
+            current = Path(os.path.realpath(current))
+    return None
+
+
+def _warn_on_unwritable_outputs(plan: SandboxPlan) -> None:
+    """Warn when the broker's user cannot write a directory the broker must write."""
+    user = plan.broker_user
+    try:
+        account = pwd.getpwnam(user) if user is not None else pwd.getpwuid(os.geteuid())
+    except KeyError:
+        return  # the broker falls back to nobody, or rejects the unknown user itself
+    groups = set(os.getgrouplist(account.pw_name, account.pw_gid))
+    for grant in [g for g in plan.grants if g.access == "write"]:
+        info = Path(grant.target).stat()
+        bits = 0o3 if stat.S_ISDIR(info.st_mode) else 0o2
+        if info.st_uid == account.pw_uid:
+            allowed = (info.st_mode >> 6) & bits == bits
+        elif info.st_gid in groups:
+            allowed = (info.st_mode >> 3) & bits == bits
+        else:
+            allowed = info.st_mode & bits == bits
+        if not allowed:
+            plan.warnings.append(
+                f"{grant.source}: the broker runs as {account.pw_name} without capabilities "
+                f"and cannot write {grant.target} (owner uid {info.st_uid}, mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); fix: chown {account.pw_name} {grant.target}"
+            )
 
 
 def _add_connect(plan: SandboxPlan, host: str, port: int, source: str) -> None:

@@ -54,9 +54,12 @@ x32 numbers on x86_64) is denied as a whole, because the numbers below mean othe
 Only x86_64 is supported; on another machine `install_seccomp` raises `HostError`. `clone` is
 denied when it requests a new namespace, and `clone3`, whose flags are behind a pointer the filter
 cannot read, fails with ENOSYS so that the C library falls back to `clone`.
-`socket` is allowed for UNIX sockets, IPv4 and IPv6 stream sockets, netlink route sockets (the
-C library lists the host's addresses through one) and, when the broker resolves host names,
-UDP; raw sockets, packet sockets and every other family fail with EPERM.
+`socket` is allowed for UNIX datagram sockets, plain TCP over IPv4 and IPv6, netlink route
+sockets (the C library lists the host's addresses through one), UDP when the broker resolves
+host names, and UNIX stream sockets when it listens on one. Raw sockets, packet sockets,
+other protocols and every other family fail with EPERM. `ioctl` fails for TIOCSTI and
+TIOCLINUX, which type into a terminal, and `mremap` for an old size of 0, which would map the
+same memory twice, once writable and once executable, around memory-deny-write-execute.
 
 NOTE: the CONTINUE response needs Linux 5.5. On Linux 5.0 to 5.4 the filter installs, but the
 launcher's own `execve` then fails with ENOSYS. Only one filter with a listener is allowed in a
@@ -209,10 +212,20 @@ _X86_64_NUMBERS: dict[str, int] = {
     "move_pages": 279,
 }
 
-# (audit architecture, number table, seccomp, clone, clone3, socket, lowest x32 number or 0).
-_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int, int]] = {
-    "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 41, 0x40000000),
+# (audit architecture, number table, seccomp, clone, clone3, lowest x32 number or 0).
+_ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int]] = {
+    "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 0x40000000),
 }
+
+# Calls allowed only for some argument values: socket (below), ioctl and mremap.
+_CHECKED_NUMBERS: dict[str, dict[str, int]] = {
+    "x86_64": {"socket": 41, "ioctl": 16, "mremap": 25},
+}
+
+# ioctl requests that push bytes into a terminal's input, as if typed on it: a broker started
+# from a shell could otherwise run commands in that shell.
+_TIOCSTI = 0x5412
+_TIOCLINUX = 0x541C
 
 # Socket families and types. A broker needs local and IP stream sockets, netlink to list its
 # addresses, and UDP only to resolve host names. Raw and packet sockets, which read or forge
@@ -224,6 +237,8 @@ _AF_NETLINK = 16
 _NETLINK_ROUTE = 0
 _SOCK_STREAM = 1
 _SOCK_DGRAM = 2
+_IPPROTO_TCP = 6
+_IPPROTO_UDP = 17
 _SOCK_TYPE_MASK = 0xF  # the rest of the type argument holds SOCK_NONBLOCK and SOCK_CLOEXEC
 
 # Flags of `clone` that make a new namespace. CLONE_NEWTIME is left out: in `clone` its bit is
@@ -255,6 +270,7 @@ _OFFSET_NR = 0
 _OFFSET_ARCH = 4
 _OFFSET_ARG0_LOW = 16  # little-endian: the low 32 bits of the first argument
 _OFFSET_ARG1_LOW = 24
+_OFFSET_ARG1_HIGH = 28
 _OFFSET_ARG2_LOW = 32
 
 _PR_SET_NO_NEW_PRIVS = 38
@@ -318,7 +334,8 @@ class SeccompReport:
     `denied` names the calls the filter denies, execve and execveat included. `unknown` names
     the calls of `SECCOMP_DENIED` that this architecture does not have, so they need no rule.
     `supervisor` is the process id of the supervisor that lets the launcher's `execve` through.
-    `udp` tells whether UDP sockets are allowed; raw, packet and other families never are.
+    `udp` and `unix_stream` tell whether UDP and UNIX stream sockets are allowed; raw, packet
+    and other families never are.
     """
 
     arch: str
@@ -326,6 +343,7 @@ class SeccompReport:
     unknown: tuple[str, ...]
     supervisor: int
     udp: bool = True
+    unix_stream: bool = True
 
 
 _libc: ctypes.CDLL | None = None
@@ -342,7 +360,7 @@ def _lib() -> ctypes.CDLL:
     return _libc
 
 
-def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int, int]]:
+def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int]]:
     machine = platform.machine()
     spec = _ARCHES.get(machine)
     if spec is None:
@@ -360,15 +378,19 @@ def build_program(
     clone: int,
     clone3: int,
     x32_base: int,
-    socket: int = 0,
+    checked: dict[str, int] | None = None,
     *,
     udp: bool = False,
+    unix_stream: bool = False,
 ) -> bytes:
     """Return the classic BPF program (8 bytes an instruction) for the given call numbers.
 
-    With `socket` set, that call is allowed only for the families and types listed above, and
-    for UDP only when `udp` is True.
+    `checked` maps "socket", "ioctl" and "mremap" to their numbers, to check their arguments:
+    sockets only of the families, types and protocols listed above (UDP when `udp` is True,
+    UNIX stream sockets when `unix_stream` is True), no ioctl that types into a terminal, and
+    no mremap that makes a second mapping of the same memory.
     """
+    checked = checked or {}
     # Each entry is (code, jump-if-true label, jump-if-false label, k), or a label of its own
     # that marks the next entry. A jump label names a return at the end or a marked entry;
     # None means the next instruction. Every jump goes forward, as classic BPF requires.
@@ -381,32 +403,67 @@ def build_program(
         body.append((_JGE_K, "deny", None, x32_base))
     body += [(_JEQ_K, "notify", None, number) for number in sorted(set(notified.values()))]
     body += [(_JEQ_K, "deny", None, number) for number in sorted(set(denied.values()))]
-    if socket:
-        body.append((_JEQ_K, "socket", None, socket))
+    body += [(_JEQ_K, name, None, number) for name, number in sorted(checked.items())]
     body += [
         (_JEQ_K, "nosys", None, clone3),
         (_JEQ_K, None, "allow", clone),
         (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
         (_JSET_K, "deny", "allow", _CLONE_NAMESPACES),
     ]
-    if socket:
-        body += _socket_checks(udp)
+    if "ioctl" in checked:
+        body += [
+            "ioctl",
+            (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
+            (_JEQ_K, "deny", None, _TIOCSTI),
+            (_JEQ_K, "deny", "allow", _TIOCLINUX),
+        ]
+    if "mremap" in checked:
+        # An old size of 0 duplicates a shared mapping: one copy writable, one executable.
+        body += [
+            "mremap",
+            (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
+            (_JEQ_K, None, "allow", 0),
+            (_LD_W_ABS, None, None, _OFFSET_ARG1_HIGH),
+            (_JEQ_K, "deny", "allow", 0),
+        ]
+    if "socket" in checked:
+        body += _socket_checks(udp, unix_stream)
     return _assemble(body)
 
 
-def _socket_checks(udp: bool) -> list[tuple[int, str | None, str | None, int] | str]:
+def _socket_checks(
+    udp: bool, unix_stream: bool
+) -> list[tuple[int, str | None, str | None, int] | str]:
+    stream_or_dgram = "allow" if udp else "deny"
     return [
         "socket",
         (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
-        (_JEQ_K, "allow", None, _AF_UNIX),
+        (_JEQ_K, "unix", None, _AF_UNIX),
         (_JEQ_K, "netlink", None, _AF_NETLINK),
         (_JEQ_K, "inet", None, _AF_INET),
         (_JEQ_K, "inet", "deny", _AF_INET6),
+        # UNIX datagrams reach the service manager and syslog. Stream sockets would reach
+        # every daemon listening on a socket file, so only a UNIX socket listener gets them.
+        "unix",
+        (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
+        (_AND_K, None, None, _SOCK_TYPE_MASK),
+        (_JEQ_K, "allow", None, _SOCK_DGRAM),
+        (_JEQ_K, "allow" if unix_stream else "deny", "deny", _SOCK_STREAM),
+        # Plain TCP and UDP only: Landlock's port rules do not cover other protocols, such as
+        # Multipath TCP, that use the same socket types.
         "inet",
         (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
         (_AND_K, None, None, _SOCK_TYPE_MASK),
-        (_JEQ_K, "allow", None, _SOCK_STREAM),
-        (_JEQ_K, "allow" if udp else "deny", "deny", _SOCK_DGRAM),
+        (_JEQ_K, "stream", None, _SOCK_STREAM),
+        (_JEQ_K, "dgram", "deny", _SOCK_DGRAM),
+        "stream",
+        (_LD_W_ABS, None, None, _OFFSET_ARG2_LOW),
+        (_JEQ_K, "allow", None, 0),
+        (_JEQ_K, "allow", "deny", _IPPROTO_TCP),
+        "dgram",
+        (_LD_W_ABS, None, None, _OFFSET_ARG2_LOW),
+        (_JEQ_K, stream_or_dgram, None, 0),
+        (_JEQ_K, stream_or_dgram, "deny", _IPPROTO_UDP),
         "netlink",
         (_LD_W_ABS, None, None, _OFFSET_ARG2_LOW),
         (_JEQ_K, "allow", "deny", _NETLINK_ROUTE),
@@ -538,19 +595,30 @@ def _start_supervisor(listener: int, launcher_gone: int, keep_open: int) -> int:
     return int(struct.unpack("<i", data)[0])
 
 
-def install_seccomp(*, udp: bool = True) -> SeccompReport:
+def install_seccomp(*, udp: bool = True, unix_stream: bool = True) -> SeccompReport:
     """Install the filter on this thread for good, or raise `HostError` when that fails.
 
     The next `execve` of this process is let through once; call it right after this returns.
     `no_new_privs` is set first, as the kernel requires of a process without CAP_SYS_ADMIN.
-    `udp` False denies UDP sockets as well, for a broker that resolves no host names.
+    `udp` False denies UDP sockets, for a broker that resolves no host names, and
+    `unix_stream` False denies UNIX stream sockets, for a broker without a UNIX listener.
     """
-    machine, (audit_arch, numbers, seccomp_nr, clone, clone3, socket, x32_base) = _arch()
+    machine, (audit_arch, numbers, seccomp_nr, clone, clone3, x32_base) = _arch()
     known = {name: numbers[name] for name in SECCOMP_DENIED if name in numbers}
     unknown = tuple(name for name in SECCOMP_DENIED if name not in numbers)
     notified = {name: number for name, number in known.items() if name in _EXEC_CALLS}
     denied = {name: number for name, number in known.items() if name not in _EXEC_CALLS}
-    program = build_program(audit_arch, denied, notified, clone, clone3, x32_base, socket, udp=udp)
+    program = build_program(
+        audit_arch,
+        denied,
+        notified,
+        clone,
+        clone3,
+        x32_base,
+        _CHECKED_NUMBERS[machine],
+        udp=udp,
+        unix_stream=unix_stream,
+    )
 
     # The launcher keeps the write end open until exec or exit, both of which close it.
     gone_read, gone_write = os.pipe()
@@ -568,5 +636,10 @@ def install_seccomp(*, udp: bool = True) -> SeccompReport:
             # Only the supervisor keeps the listener, so it goes away when the supervisor exits.
             os.close(listener)
     return SeccompReport(
-        arch=machine, denied=tuple(known), unknown=unknown, supervisor=supervisor, udp=udp
+        arch=machine,
+        denied=tuple(known),
+        unknown=unknown,
+        supervisor=supervisor,
+        udp=udp,
+        unix_stream=unix_stream,
     )

@@ -72,3 +72,27 @@ def test_already_noexec_path_needs_no_namespace(area: Path) -> None:
 
     out = run_in_child(confine, lambda _: os.getpid())
     assert out["report"] == {"first": 1, "already": [str(area)]}
+
+
+def test_second_mount_of_directory_is_noexec_too(area: Path) -> None:
+    """A bind mount elsewhere would let a plugin map through it what it wrote through the first."""
+    data, alias = area / "data", area / "alias"
+    data.mkdir()
+    alias.mkdir()
+    shutil.copy(area / "payload.so", data / "payload.so")
+    # A second copy for the check before the mount: dlopen would reuse a loaded path.
+    shutil.copy(area / "payload.so", data / "before.so")
+
+    def confine() -> dict[str, object]:
+        libc = ctypes.CDLL(None, use_errno=True)
+        # A namespace of the test's own, so that the bind mount stays out of the host's.
+        assert libc.unshare(0x00020000) == 0
+        assert libc.mount(None, b"/", None, (1 << 14) | (1 << 18), None) == 0
+        assert libc.mount(os.fsencode(data), os.fsencode(alias), None, 4096, None) == 0
+        before = dlopen_outcome(alias / "before.so")
+        report = mount_noexec([data])
+        return {"before": before, "mounted": [str(p) for p in report.mounted]}
+
+    out = run_in_child(confine, lambda _: dlopen_outcome(alias / "payload.so"))
+    assert out["report"] == {"before": "loaded", "mounted": [str(data), str(alias)]}
+    assert "failed to map segment" in out["result"]

@@ -7,6 +7,7 @@ and checks the grants, their sources, and what the plan refuses.
 from __future__ import annotations
 
 import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -333,3 +334,40 @@ def test_openssl_module_is_read_from_disk(tmp_path: Path) -> None:
     )
     assert grant(plan, "read", module).source.startswith("openssl module")
     assert grant(plan, "read", openssl_config).source.startswith("a host file")
+
+
+def test_symlink_planted_by_broker_user_is_rejected(tmp_path: Path) -> None:
+    """A plugin that swapped its directory for a symlink cannot widen the next start's rules."""
+    data = tmp_path / "data"
+    data.mkdir()
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (data / "plugin").symlink_to(target)
+    broker = pwd.getpwnam("mosquitto")
+    os.chown(data, broker.pw_uid, broker.pw_gid)  # owned by the broker's user, as persistence is
+    plan = plan_for(tmp_path, "listener 1884", f"log_dest file {data}/plugin/broker.log")
+    assert plan.targets("write") == []
+    assert f"passes through the symlink {data}/plugin" in plan.problems[0]
+
+
+def test_symlink_in_root_directory_is_followed(tmp_path: Path) -> None:
+    target = tmp_path / "logs"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    plan = plan_for(tmp_path, "listener 1884", f"log_dest file {tmp_path}/link/broker.log")
+    assert plan.targets("write") == [str(tmp_path / "link")]
+    assert plan.problems == []
+
+
+def test_directory_broker_cannot_write_is_warned(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    plan = plan_for(tmp_path, "listener 1884", "persistence true", f"persistence_location {data}")
+    assert plan.targets("write") == [str(data)]
+    assert f"cannot write {data} (owner uid 0, mode 0755); fix: chown mosquitto" in (
+        " ".join(plan.warnings)
+    )
+    broker = pwd.getpwnam("mosquitto")
+    os.chown(data, broker.pw_uid, broker.pw_gid)
+    plan = plan_for(tmp_path, "listener 1884", "persistence true", f"persistence_location {data}")
+    assert not any("cannot write" in warning for warning in plan.warnings)

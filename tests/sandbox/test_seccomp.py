@@ -135,7 +135,10 @@ def test_denied_names_unique_and_numbered() -> None:
 
 
 def test_program_jumps_land_on_returns() -> None:
-    program = seccomp.build_program(0xC000003E, {"mount": 165}, {"execve": 59}, 56, 435, 1 << 30)
+    checked = {"socket": 41, "ioctl": 16, "mremap": 25}
+    program = seccomp.build_program(
+        0xC000003E, {"mount": 165}, {"execve": 59}, 56, 435, 1 << 30, checked, udp=True
+    )
     assert len(program) % 8 == 0
     count = len(program) // 8
     for index in range(count):
@@ -368,10 +371,14 @@ def test_broker_serves_after_filtered_exec(
 def socket_outcomes(_: int) -> dict[str, str]:
     """Try each kind of socket the filter decides on, and name the outcome of each."""
     kinds = {
-        "unix": (socket.AF_UNIX, socket.SOCK_STREAM, 0),
+        "unix_stream": (socket.AF_UNIX, socket.SOCK_STREAM, 0),
+        "unix_dgram": (socket.AF_UNIX, socket.SOCK_DGRAM, 0),
         "tcp4": (socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC, 0),
         "tcp6": (socket.AF_INET6, socket.SOCK_STREAM, 0),
         "udp4": (socket.AF_INET, socket.SOCK_DGRAM, 0),
+        "udp4_explicit": (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP),
+        "tcp4_explicit": (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+        "mptcp": (socket.AF_INET, socket.SOCK_STREAM, 262),
         "raw4": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP),
         "raw6": (socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6),
         "packet": (socket.AF_PACKET, socket.SOCK_RAW, 0),
@@ -384,12 +391,28 @@ def socket_outcomes(_: int) -> dict[str, str]:
     }
 
 
-def socket_filtered(udp: bool) -> dict[str, Any]:
-    return run_in_child(lambda: {"udp": install_seccomp(udp=udp).udp}, socket_outcomes)
+def socket_filtered(udp: bool, unix_stream: bool = True) -> dict[str, Any]:
+    def confine() -> dict[str, bool]:
+        return {"udp": install_seccomp(udp=udp, unix_stream=unix_stream).udp}
+
+    return run_in_child(confine, socket_outcomes)
 
 
-ALWAYS = {"unix": "ok", "tcp4": "ok", "tcp6": "ok", "netlink_route": "ok"}
-NEVER = {"raw4": "EPERM", "raw6": "EPERM", "packet": "EPERM", "netlink_audit": "EPERM"}
+ALWAYS = {
+    "unix_stream": "ok",
+    "unix_dgram": "ok",
+    "tcp4": "ok",
+    "tcp4_explicit": "ok",
+    "tcp6": "ok",
+    "netlink_route": "ok",
+}
+NEVER = {
+    "raw4": "EPERM",
+    "raw6": "EPERM",
+    "packet": "EPERM",
+    "netlink_audit": "EPERM",
+    "mptcp": "EPERM",
+}
 
 
 @needs_x86_64
@@ -398,13 +421,72 @@ def test_sockets_without_udp() -> None:
     assert socket_outcomes(0) == dict.fromkeys(socket_outcomes(0), "ok")
     out = socket_filtered(udp=False)
     assert out["report"] == {"udp": False}
-    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "EPERM"}
+    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "EPERM", "udp4_explicit": "EPERM"}
 
 
 @needs_x86_64
 def test_sockets_with_udp() -> None:
     out = socket_filtered(udp=True)
-    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "ok"}
+    assert out["result"] == {**ALWAYS, **NEVER, "udp4": "ok", "udp4_explicit": "ok"}
+
+
+@needs_x86_64
+def test_unix_streams_denied_without_listener() -> None:
+    out = socket_filtered(udp=False, unix_stream=False)
+    assert out["result"]["unix_stream"] == "EPERM"
+    assert out["result"]["unix_dgram"] == "ok"
+
+
+TIOCSTI = 0x5412
+
+
+@needs_x86_64
+def test_terminal_typing_denied() -> None:
+    def probe(_: int) -> str:
+        main, _ = os.openpty()
+        char = ctypes.c_char(b"x")
+        return outcome(lambda: libc_call(LIBC.ioctl(main, TIOCSTI, ctypes.byref(char))))
+
+    # Without the filter the ioctl reaches the terminal driver, which may itself refuse it
+    # (dev.tty.legacy_tiocsti); under the filter it never gets there.
+    assert run_in_child(lambda: {}, probe)["result"] in ("ok", "EIO", "EPERM")
+    assert filtered(probe)["result"] == "EPERM"
+    assert (
+        filtered(lambda _: outcome(lambda: os.get_terminal_size(os.openpty()[0])))["result"] == "ok"
+    )
+
+
+MREMAP_MAYMOVE = 1
+PROT_READ_EXEC = 0x1 | 0x4
+MAP_SHARED_ANONYMOUS = 0x01 | 0x20
+
+
+@needs_x86_64
+def test_duplicating_shared_mapping_denied() -> None:
+    LIBC.mmap.restype = ctypes.c_void_p
+    LIBC.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t] + [ctypes.c_int] * 3 + [ctypes.c_long]
+    LIBC.mremap.restype = ctypes.c_void_p
+    LIBC.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int]
+
+    def probe(_: int) -> dict[str, str]:
+        page = LIBC.mmap(None, 4096, PROT_READ_EXEC, MAP_SHARED_ANONYMOUS, -1, 0)
+        private = LIBC.mmap(None, 8192, 0x3, 0x02 | 0x20, -1, 0)
+
+        def alias() -> None:
+            if LIBC.mremap(page, 0, 4096, MREMAP_MAYMOVE) in (None, ctypes.c_void_p(-1).value):
+                libc_call(-1)
+
+        def grow() -> None:
+            if LIBC.mremap(private, 8192, 16384, MREMAP_MAYMOVE) in (
+                None,
+                ctypes.c_void_p(-1).value,
+            ):
+                libc_call(-1)
+
+        return {"alias": outcome(alias), "grow": outcome(grow)}
+
+    assert run_in_child(lambda: {}, probe)["result"] == {"alias": "ok", "grow": "ok"}
+    assert filtered(probe)["result"] == {"alias": "EPERM", "grow": "ok"}
 
 
 @needs_x86_64
