@@ -135,14 +135,14 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
         result = apply_landlock(rules)
     except HostError as error:
         return [Layer("landlock", False, str(error))]
-    layers = [
-        Layer(
-            "landlock",
-            True,
-            f"ABI {result.abi}; {len(rules.read_only)} read, {len(rules.read_write)} write, "
-            f"{len(rules.executable)} execute rule(s)",
-        )
-    ]
+    detail = (
+        f"ABI {result.abi}; {len(rules.read_only)} read, {len(rules.read_write)} write, "
+        f"{len(rules.executable)} execute rule(s)"
+    )
+    unrestricted = [right for right in result.missing if right.startswith("fs.")]
+    if unrestricted:
+        detail += "; this ABI cannot restrict " + ", ".join(unrestricted)
+    layers = [Layer("landlock", True, detail)]
     for kind, what in (("net.", "landlock-network"), ("scope.", "landlock-scoping")):
         missing = [right for right in result.missing if right.startswith(kind)]
         if missing:

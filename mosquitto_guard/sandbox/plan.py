@@ -184,12 +184,12 @@ def derive_plan(
     for plugin in plugins:
         _manifest_grants(plan, plugin, cwd)
     _policy_grants(plan, settings)
-    _reject_planted_symlinks(plan)
-    _warn_on_writable_inputs(plan, config, inventory)
-    _warn_on_unwritable_outputs(plan)
     if plan.udp:
         for name in RESOLVER_FILES:
             _add_if_exists(plan, "read", Path(name), f"host name lookups ({plan.udp_source})")
+    _reject_planted_symlinks(plan)
+    _warn_on_writable_inputs(plan, config, inventory)
+    _warn_on_unwritable_outputs(plan)
     return plan
 
 
