@@ -104,21 +104,21 @@ def run(args: argparse.Namespace) -> int:
     launcher = [str(args.guard)] if args.guard else launcher_command()
     policy = load_policy(args.policy)
     hardening: list[str] = []
-    status = 0
     if policy.sandbox.mode != "off":
         plan = preview_launch(policy, args.broker, args.config)
-        for problem in plan.problems:
-            print(f"mosquitto-guard: problem: {problem}", file=sys.stderr)
         if plan.problems:
+            for problem in plan.problems:
+                print(f"mosquitto-guard: rejected: {problem}", file=sys.stderr)
+            # Nothing is printed, so that a shell redirection leaves no drop-in that run rejects.
             print(
-                "mosquitto-guard: error: the drop-in below would start a broker that run "
-                "rejects; fix the problems, then print it again",
+                f"mosquitto-guard: error: {len(plan.problems)} problem(s) found; run would "
+                "reject this config, so no drop-in was printed",
                 file=sys.stderr,
             )
-            status = 1
+            return 1
         if plan.sandbox is not None:
             hardening = hardening_directives(
                 plan.sandbox, args.broker, policy.state_dir, plan.sandbox.broker_user
             )
     sys.stdout.write(render_drop_in(launcher, args.policy, args.config, args.broker, hardening))
-    return status
+    return 0

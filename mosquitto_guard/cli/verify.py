@@ -72,12 +72,16 @@ def _verify_config(policy: Policy, configs: list[Path], broker: Path) -> list[st
     broker_args: list[str] = []
     for config in configs:
         broker_args += ["-c", str(config)]
-    plan = prepare_launch(policy, broker_args, os.environ, broker=broker)
+    # The sandbox is derived as well, so that a path the broker needs but lacks is found here.
+    sandbox = policy.sandbox.mode != "off"
+    plan = prepare_launch(policy, broker_args, os.environ, broker=broker, sandbox=sandbox)
     for fd in plan.inherit_fds:
         os.close(fd)
     for verified in plan.accepted:
         name, version, digest = verified
         print(f"ok: {name} version {version} sha256 {digest}")
+    for warning in plan.warnings:
+        print(f"mosquitto-guard: warning: {warning}", file=sys.stderr)
     if not plan.problems:
         print(f"ok: {', '.join(map(str, configs))}: every loaded file verified")
     return plan.problems

@@ -147,9 +147,13 @@ def _check_owner_and_mode(
             else ("group" if info.st_mode & stat.S_IWGRP else "others")
         )
         mode = stat.S_IMODE(info.st_mode)
-        return PathProblem(
-            path, f"{kind} is writable by {who} (mode {mode:04o})", f"chmod go-w {path}"
+        # A sticky directory such as /tmp is meant to be shared, so the fix is to move away.
+        fix = (
+            "move the file into a directory only root can write"
+            if info.st_mode & stat.S_ISVTX
+            else f"chmod go-w {path}"
         )
+        return PathProblem(path, f"{kind} is writable by {who} (mode {mode:04o})", fix)
     return None
 
 

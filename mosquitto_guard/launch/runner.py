@@ -35,7 +35,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Generic, NoReturn, TypeVar
 
@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 _Result = TypeVar("_Result")
 
 LD_SO_PRELOAD = Path("/etc/ld.so.preload")
+EXPIRY_NOTICE = timedelta(days=30)
 
 
 @dataclass
@@ -80,6 +81,8 @@ class LaunchPlan:
     accepted: list[tuple[str, int, str]] = field(default_factory=list)
     inherit_fds: list[int] = field(default_factory=list)
     sandbox: SandboxPlan | None = None
+    # Things that pass today but need the admin soon, such as a manifest about to expire.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -165,6 +168,7 @@ def prepare_launch(
             cwd=Path.cwd(),
             launcher_uid=os.geteuid(),
             notify_socket=plan.env.get("NOTIFY_SOCKET"),
+            protected=[policy.path, policy.manifest_dir, policy.state_dir],
         )
         plan.problems += [f"sandbox: {problem}" for problem in plan.sandbox.problems]
     return plan
@@ -355,6 +359,13 @@ def _check_admin_code(
     if entry is not None:
         context.loaded.append(LoadedPlugin(entry, verified.manifest))
     accepted = (verified.manifest.name, verified.manifest.version, sealed.sha256)
+    left = verified.manifest.expires - context.now
+    if left < EXPIRY_NOTICE and accepted not in plan.accepted:
+        plan.warnings.append(
+            f"{item.source}: manifest {verified.manifest.name} version "
+            f"{verified.manifest.version} expires on {verified.manifest.expires:%Y-%m-%d}, in "
+            f"{left.days} day(s), and the broker will then not start; fix: sign {path} again"
+        )
     problem = _version_conflict(item, accepted, plan.accepted, context)
     if problem:
         plan.problems.append(problem)
@@ -473,6 +484,8 @@ def finish_plan(plan: LaunchPlan, policy: Policy, *, permissive: bool) -> None:
         )
     for problem in plan.problems:
         logger.warning("permissive: would reject: %s", problem)
+    for warning in plan.warnings:
+        logger.warning("%s", warning)
     state = VersionState(policy.state_dir)
     for name, version, digest in plan.accepted:
         state.record(name, version, digest)

@@ -151,10 +151,16 @@ def _read_document(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise PolicyError(
             f"policy file {path} not found",
-            fix="write one as described in docs/policy.md, or pass --policy",
+            fix="write one as described in docs/policy.md, or give its path with --policy",
+        ) from None
+    except IsADirectoryError:
+        raise PolicyError(
+            f"policy file {path} is a directory", fix="give the path of the policy.toml inside it"
         ) from None
     except OSError as error:
-        raise PolicyError(f"cannot read policy file {path}: {error.strerror}") from None
+        raise PolicyError(
+            f"cannot read policy file {path}: {error.strerror}", fix="check its permissions"
+        ) from None
     if len(data) > MAX_POLICY_BYTES:
         raise PolicyError(f"{path}: policy file is larger than {MAX_POLICY_BYTES} bytes")
     try:
@@ -394,9 +400,9 @@ class _PolicyLoader:
             if not isinstance(endpoint, str):
                 raise self.error(where, f"must be a host:port string, not {endpoint!r}")
             try:
-                check_endpoint(endpoint, str(self.path))
+                check_endpoint(endpoint, where)
             except GuardError as error:
-                raise self.error(where, str(error)) from None
+                raise PolicyError(f"{self.path}: {error}") from None
         return SandboxSettings(
             mode=mode,
             read=tuple(self._paths("sandbox.read", table.get("read", []))),

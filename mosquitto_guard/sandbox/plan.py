@@ -98,6 +98,8 @@ class Grant:
     access: str
     target: str
     source: str
+    # True for a directory the broker's own config names, which a service unit may create.
+    create: bool = False
 
 
 @dataclass
@@ -125,6 +127,8 @@ class SandboxPlan:
     unix_stream: bool = False
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Files that decide what the next start trusts or loads: never inside a write grant.
+    inputs: list[Path] = field(default_factory=list)
 
     def targets(self, access: str) -> list[str]:
         """Return the targets of every grant of `access`, without repeats, in order."""
@@ -134,8 +138,10 @@ class SandboxPlan:
         """Return the writable paths, which the launcher mounts noexec."""
         return [Path(target) for target in self.targets("write")]
 
-    def add(self, access: str, target: str | Path | int, source: str) -> None:
-        grant = Grant(access, str(target), source)
+    def add(
+        self, access: str, target: str | Path | int, source: str, *, create: bool = False
+    ) -> None:
+        grant = Grant(access, str(target), source, create)
         if grant not in self.grants:
             self.grants.append(grant)
 
@@ -159,13 +165,17 @@ def derive_plan(
     cwd: Path,
     launcher_uid: int,
     notify_socket: str | None = None,
+    protected: Sequence[Path] = (),
 ) -> SandboxPlan:
     """Return the sandbox for a broker started from `broker` with `config` and `plugins`.
 
     `notify_socket` is the service manager's NOTIFY_SOCKET, to which the broker reports
-    readiness.
+    readiness. `protected` lists further paths no write grant may cover, such as the policy,
+    the manifests and the rollback state.
     """
     plan = SandboxPlan()
+    plan.inputs = [*(config.files if config is not None else []), *protected]
+    plan.inputs += [item.path for item in inventory.items if item.needs_manifest and item.path]
     if notify_socket is not None and notify_socket.startswith("@"):
         plan.scope_abstract_unix = False
         plan.warnings.append(
@@ -188,7 +198,6 @@ def derive_plan(
         for name in RESOLVER_FILES:
             _add_if_exists(plan, "read", Path(name), f"host name lookups ({plan.udp_source})")
     _reject_planted_symlinks(plan)
-    _warn_on_writable_inputs(plan, config, inventory)
     _warn_on_unwritable_outputs(plan)
     return plan
 
@@ -240,12 +249,12 @@ def _option_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> None:
             _add_needed(plan, "read", _path(option.value, cwd), _source(option))
         elif option.key == "log_dest" and option.args[:1] == ("file",):
             log_file = option.value.partition(" ")[2]
-            _add_write(plan, _path(log_file, cwd), _source(option))
+            _add_write(plan, _path(log_file, cwd), _source(option), create=True)
         elif option.key == "log_timestamp_format":
             _add_if_exists(plan, "read", Path("/etc/localtime"), _source(option))
     pid_file = config.last("pid_file")
     if pid_file is not None:
-        _add_write(plan, _path(pid_file.value, cwd), _source(pid_file))
+        _add_write(plan, _path(pid_file.value, cwd), _source(pid_file), create=True)
     _persistence_grants(plan, config, cwd)
 
 
@@ -266,10 +275,10 @@ def _persistence_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> N
                 "such as /var/lib/mosquitto/"
             )
             return
-        _add_write(plan, directory / file_name, source)
+        _add_write(plan, directory / file_name, source, create=True)
         return
     # The broker joins the two with a '/', as "%s/%s".
-    _add_write(plan, _path(f"{location.value}/{file_name}", cwd), source)
+    _add_write(plan, _path(f"{location.value}/{file_name}", cwd), source, create=True)
 
 
 def _listener_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> None:
@@ -283,7 +292,7 @@ def _listener_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> None
             plan.add("bind", listener.port, source)
             plan.listen_addresses.append(listener.address)
         elif listener.address and listener.address.startswith("/"):
-            _add_write(plan, _path(listener.address, cwd), f"{source} (UNIX socket)")
+            _add_write(plan, _path(listener.address, cwd), f"{source} (UNIX socket)", create=True)
             plan.unix_stream = True
 
 
@@ -328,24 +337,6 @@ def _policy_grants(plan: SandboxPlan, settings: SandboxSettings) -> None:
     for endpoint in settings.connect:
         host, port = _split_endpoint(endpoint, 0)
         _add_connect(plan, host, port, f"policy [sandbox] connect {endpoint}")
-
-
-def _warn_on_writable_inputs(
-    plan: SandboxPlan, config: BrokerConfig | None, inventory: Inventory
-) -> None:
-    """Warn when the broker may write a config file or a plugin, which persists across starts."""
-    inputs = list(config.files) if config is not None else []
-    inputs += [item.path for item in inventory.items if item.needs_manifest and item.path]
-    for grant in [g for g in plan.grants if g.access == "write"]:
-        target = Path(grant.target)
-        for path in inputs:
-            if path == target or target in path.parents:
-                plan.warnings.append(
-                    f"{grant.source}: the broker may write {target}, which contains {path}, "
-                    f"so a plugin can change what the next start loads; fix: give the "
-                    f"broker's files a directory of their own"
-                )
-                break
 
 
 def _reject_planted_symlinks(plan: SandboxPlan) -> None:
@@ -421,29 +412,67 @@ def _add_connect(plan: SandboxPlan, host: str, port: int, source: str) -> None:
         plan.add("connect", DNS_PORT, f"resolving {host} ({source})")
 
 
-def _add_write(plan: SandboxPlan, path: Path, source: str, *, exact: bool = False) -> None:
-    """Grant writing `path`'s directory, or `path` itself when `exact` or when it is shared."""
+def _add_write(
+    plan: SandboxPlan, path: Path, source: str, *, exact: bool = False, create: bool = False
+) -> None:
+    """Grant writing `path`'s directory, or `path` itself when `exact`.
+
+    `create` marks a directory of the broker's own, named by its config, which a service unit
+    may create for the broker's user.
+
+    A directory that other services share, or that contains a config file, a plugin or a trust
+    anchor, is never granted: a plugin could change what the next start loads. For a file the
+    config names there, only the file itself is granted.
+    """
     directory = path if exact else path.parent
-    if exact or directory not in SHARED_DIRECTORIES:
-        _add_needed(plan, "write", directory, source)
-        return
-    if path.exists():
+    guarded = _guarded_input(plan, directory)
+    if path in plan.inputs or (path.exists() and any(path.samefile(i) for i in _existing(plan))):
+        plan.problems.append(
+            f"{source}: {path} is a file the broker loads or trusts, so the broker may never "
+            "write it; fix: name another path"
+        )
+    elif directory not in SHARED_DIRECTORIES and guarded is None:
+        _add_needed(plan, "write", directory, source, create=create)
+    elif exact:
+        shared = directory in SHARED_DIRECTORIES
+        why = "other services share it" if shared else f"it contains {guarded}"
+        plan.problems.append(
+            f"{source}: {directory} may not be writable, because {why}; fix: give the plugin "
+            "a directory of its own"
+        )
+    elif path.exists():
         plan.add("write", path, source)
+        shared = directory in SHARED_DIRECTORIES
+        why = "other services share" if shared else f"contains {guarded}"
         plan.warnings.append(
-            f"{source}: {path} sits in {directory}, which other services share, so only the "
-            f"file itself is writable and the broker cannot create it again; fix: move it "
-            f"into a directory of its own"
+            f"{source}: {path} sits in {directory}, which {why}, so only the file itself is "
+            "writable and the broker cannot create it again or replace it; fix: move it into "
+            "a directory of its own"
         )
     else:
         plan.problems.append(
-            f"{source}: {path} does not exist and sits in {directory}, which other services "
-            "share; fix: move it into a directory of its own, owned by the broker's user"
+            f"{source}: {path} does not exist and sits in {directory}, where the broker may not "
+            "create files; fix: move it into a directory of its own, owned by the broker's user"
         )
 
 
-def _add_needed(plan: SandboxPlan, access: str, path: Path, source: str) -> None:
+def _guarded_input(plan: SandboxPlan, directory: Path) -> Path | None:
+    """Return an input that `directory` contains, or None."""
+    for path in plan.inputs:
+        if path == directory or directory in path.parents:
+            return path
+    return None
+
+
+def _existing(plan: SandboxPlan) -> list[Path]:
+    return [path for path in plan.inputs if path.exists()]
+
+
+def _add_needed(
+    plan: SandboxPlan, access: str, path: Path, source: str, *, create: bool = False
+) -> None:
     if os.path.lexists(path):
-        plan.add(access, path, source)
+        plan.add(access, path, source, create=create)
     else:
         plan.problems.append(f"{source}: {path} does not exist; fix: create it or correct the path")
 

@@ -94,16 +94,20 @@ def _protect_home() -> str:
 
 
 def _prepare_lines(plan: SandboxPlan, user: str | None) -> list[str]:
-    """Create each writable directory before start, outside the sandbox ('+')."""
+    """Create the broker's own directories before start, outside the sandbox ('+').
+
+    Only directories that the broker config names get these lines: the persistence, log and
+    pid directories. Paths a manifest or the policy grants are the admin's to create.
+    """
     lines = [
         "# Replaces the package's ExecStartPre= lines, which the read-only system would break.",
         "ExecStartPre=",
     ]
     owner = user or "mosquitto"
-    for path in plan.noexec_paths():
-        if path.is_dir() or not path.exists():
-            lines.append(f"ExecStartPre=+/bin/mkdir -m 740 -p {path}")
-            lines.append(f"ExecStartPre=+/bin/chown {owner} {path}")
+    for grant in plan.grants:
+        if grant.access == "write" and grant.create:
+            lines.append(f"ExecStartPre=+/bin/mkdir -m 740 -p {grant.target}")
+            lines.append(f"ExecStartPre=+/bin/chown {owner} {grant.target}")
     return lines
 
 

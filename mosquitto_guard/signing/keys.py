@@ -263,6 +263,12 @@ def load_private_key(path: Path, passphrase: str | None = None) -> PrivateKey:
     from mosquitto_guard.signing import minisign as minisign_format
 
     text = read_key_file(path, "private key file")
+    if _looks_public(text):
+        private = path.with_suffix("") if path.suffix == ".pub" else path
+        raise SignatureError(
+            f"{path} is a public key; signing needs the private key",
+            fix=f"pass the private key, such as {private}",
+        )
     if text.startswith(OPENSSH_PRIVATE_BEGIN):
         return _load_ssh_private_key(path, text, passphrase)
     if minisign_format.is_secret_key_file(text):
@@ -270,6 +276,14 @@ def load_private_key(path: Path, passphrase: str | None = None) -> PrivateKey:
     raise SignatureError(
         f"{path} is neither an OpenSSH private key nor a minisign secret key",
         fix=f"create a key with: mosquitto-guard keygen {path}",
+    )
+
+
+def _looks_public(text: str) -> bool:
+    """Return True for the text of an SSH or minisign public key file."""
+    first = text.lstrip().split("\n", 1)[0]
+    return first.startswith(("ssh-", "ecdsa-", "untrusted comment: minisign public key")) or (
+        first.startswith("RW") and " " not in first.strip()
     )
 
 

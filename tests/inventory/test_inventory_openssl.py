@@ -388,6 +388,4 @@ def test_config_with_nul_byte_is_rejected(tmp_path: Path) -> None:
     config.write_bytes(b"openssl_conf = init\n\0[init]\nproviders = p\n")
     with pytest.raises(OpenSSLConfigError) as raised:
         parse_openssl_config(config, {}, tmp_path)
-    assert str(raised.value) == (
-        f"{config}: contains a NUL byte, which OpenSSL reads differently"
-    )
+    assert str(raised.value) == (f"{config}: contains a NUL byte, which OpenSSL reads differently")

@@ -309,11 +309,37 @@ def test_specifier_property_matches_versions() -> None:
 def test_documented_example_parses() -> None:
     document = (Path(__file__).parents[2] / "docs" / "manifest.md").read_text()
     example = document.split("```toml\n", 1)[1].split("```", 1)[0]
+    sample = sample_manifest()
     expected = replace(
-        sample_manifest(),
+        sample,
+        plugin=replace(sample.plugin, options=(*sample.plugin.options, "cache_file")),
         permissions=Permissions(
-            connect=("ldap.example.com:636", "[::1]:1883"), read=("/etc/ssl/certs",), write=()
+            connect=("ldap.example.com:636", "[::1]:1883"),
+            read=("/etc/ssl/certs",),
+            write=(),
+            write_options=("cache_file",),
         ),
     )
 
     assert parse_manifest(example.encode(), "manifest.md") == expected
+
+
+def test_option_permissions_round_trip() -> None:
+    sample = sample_manifest()
+    manifest = replace(
+        sample, permissions=Permissions(read_options=("ldap_base",), write_options=("ldap_uri",))
+    )
+    assert parse_manifest(render_manifest(manifest), "m.toml") == manifest
+
+
+def test_option_permission_must_be_accepted_option() -> None:
+    sample = sample_manifest()
+    manifest = replace(sample, permissions=Permissions(write_options=("cache_file",)))
+    with pytest.raises(ManifestError, match=r"'cache_file', which plugin\.options does not list"):
+        render_manifest(manifest)
+
+
+def test_manifest_without_option_permissions_parses() -> None:
+    text = render_manifest(sample_manifest()).decode()
+    older = "\n".join(line for line in text.splitlines() if "_options" not in line)
+    assert parse_manifest(older.encode(), "m.toml").permissions.write_options == ()

@@ -239,7 +239,7 @@ def test_missing_policy_rejected(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.toml")
     assert str(raised.value) == (
         f"policy file {tmp_path / 'absent.toml'} not found; fix: write one as described in "
-        "docs/policy.md, or pass --policy"
+        "docs/policy.md, or give its path with --policy"
     )
 
 

@@ -278,10 +278,53 @@ def test_policy_rejects_bad_connect_entry(tmp_path: Path, value: str) -> None:
         load_policy(policy)
 
 
-def test_writable_config_directory_is_warned(tmp_path: Path) -> None:
+def test_config_directory_is_never_writable(tmp_path: Path) -> None:
     plan = plan_for(tmp_path, f"log_dest file {tmp_path}/mosquitto.log")
-    assert plan.targets("write") == [str(tmp_path)]
+    assert plan.targets("write") == []
+    assert "where the broker may not create files" in plan.problems[0]
+
+
+def test_file_beside_config_grants_only_the_file(tmp_path: Path) -> None:
+    (tmp_path / "mosquitto.log").write_text("")
+    plan = plan_for(tmp_path, f"log_dest file {tmp_path}/mosquitto.log")
+    assert plan.targets("write") == [str(tmp_path / "mosquitto.log")]
     assert f"contains {tmp_path}/mosquitto.conf" in plan.warnings[0]
+
+
+def test_config_file_itself_is_never_writable(tmp_path: Path) -> None:
+    plan = plan_for(tmp_path, f"log_dest file {tmp_path}/mosquitto.conf")
+    assert plan.targets("write") == []
+    assert "a file the broker loads or trusts" in plan.problems[0]
+
+
+@pytest.mark.parametrize("path", ["/etc", "/var/lib", "/tmp"])
+def test_policy_write_of_shared_directory_is_refused(tmp_path: Path, path: str) -> None:
+    plan = plan_for(tmp_path, "listener 1884", settings=SandboxSettings(write=(Path(path),)))
+    assert plan.targets("write") == []
+    assert plan.problems == [
+        f"policy [sandbox] write: {path} may not be writable, because other services share "
+        "it; fix: give the plugin a directory of its own"
+    ]
+
+
+def test_protected_directory_is_refused(tmp_path: Path) -> None:
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    config_path = tmp_path / "mosquitto.conf"
+    config_path.write_text("listener 1884\n")
+    plan = derive_plan(
+        read_config([config_path]),
+        Inventory(),
+        (),
+        SandboxSettings(write=(trust,)),
+        broker=BROKER,
+        interpreter=None,
+        cwd=tmp_path,
+        launcher_uid=0,
+        protected=[trust / "policy.toml"],
+    )
+    assert plan.targets("write") == []
+    assert f"because it contains {trust}/policy.toml" in plan.problems[0]
 
 
 def test_abstract_notify_socket_leaves_abstract_sockets_open(tmp_path: Path) -> None:
