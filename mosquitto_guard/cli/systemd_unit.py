@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,19 +65,11 @@ def render_drop_in(
 
     `hardening` lines, from `sandbox.systemd.hardening_directives`, end the `[Service]` section.
     """
-    command = shlex.join(
-        [
-            *launcher,
-            "run",
-            "--policy",
-            str(policy),
-            "--broker",
-            str(broker),
-            "--",
-            "-c",
-            str(config),
-        ]
-    )
+    from mosquitto_guard.sandbox.systemd import quote
+
+    arguments: list[str | Path] = [*launcher, "run", "--policy", policy, "--broker", broker]
+    arguments += ["--", "-c", config]
+    command = " ".join(quote(argument) for argument in arguments)
     return f"""# {DROP_IN_PATH}
 # Starts Mosquitto through mosquitto-guard, which verifies every plugin against the signed
 # manifests in the trust policy, then replaces itself with the broker (same PID), so

@@ -161,10 +161,16 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
 
 
 def _seccomp(plan: SandboxPlan) -> str:
-    result = install_seccomp(udp=plan.udp, unix_stream=plan.unix_stream)
-    udp = "UDP allowed for host name lookups" if result.udp else "no UDP"
-    unix = "UNIX stream sockets allowed for a listener" if result.unix_stream else "no UNIX streams"
-    return f"{len(result.denied)} system calls denied, execve after start included; {udp}; {unix}"
+    result = install_seccomp(udp=plan.udp, unix_stream=plan.unix_stream, unix_dgram=plan.unix_dgram)
+    parts = [
+        f"{len(result.denied)} system calls denied, execve after start included",
+        "UDP allowed for host name lookups" if result.udp else "no UDP",
+        "UNIX streams allowed for a listener" if result.unix_stream else "no UNIX streams",
+        "UNIX datagrams allowed for syslog or sd_notify"
+        if result.unix_dgram
+        else "no UNIX datagrams",
+    ]
+    return "; ".join(parts)
 
 
 def _mdwe() -> str:

@@ -125,6 +125,8 @@ class SandboxPlan:
     scope_abstract_unix: bool = True
     # True when a listener is a UNIX socket, which needs UNIX stream sockets.
     unix_stream: bool = False
+    # True when the broker logs to syslog or reports to a service manager, over datagrams.
+    unix_dgram: bool = False
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     # Files that decide what the next start trusts or loads: never inside a write grant.
@@ -174,6 +176,7 @@ def derive_plan(
     the manifests and the rollback state.
     """
     plan = SandboxPlan()
+    plan.unix_dgram = notify_socket is not None
     plan.inputs = [*(config.files if config is not None else []), *protected]
     plan.inputs += [item.path for item in inventory.items if item.needs_manifest and item.path]
     if notify_socket is not None and notify_socket.startswith("@"):
@@ -198,8 +201,17 @@ def derive_plan(
         for name in RESOLVER_FILES:
             _add_if_exists(plan, "read", Path(name), f"host name lookups ({plan.udp_source})")
     _reject_planted_symlinks(plan)
+    _drop_nested_writes(plan)
     _warn_on_unwritable_outputs(plan)
     return plan
+
+
+def _drop_nested_writes(plan: SandboxPlan) -> None:
+    """Drop each write grant inside another one: the outer grant covers it already."""
+    writable = [Path(g.target) for g in plan.grants if g.access == "write"]
+    for grant in [g for g in plan.grants if g.access == "write"]:
+        if any(outer in Path(grant.target).parents for outer in writable):
+            plan.grants.remove(grant)
 
 
 def _code_grants(plan: SandboxPlan, inventory: Inventory) -> None:
@@ -250,6 +262,8 @@ def _option_grants(plan: SandboxPlan, config: BrokerConfig, cwd: Path) -> None:
         elif option.key == "log_dest" and option.args[:1] == ("file",):
             log_file = option.value.partition(" ")[2]
             _add_write(plan, _path(log_file, cwd), _source(option), create=True)
+        elif option.key == "log_dest" and option.args[:1] == ("syslog",):
+            plan.unix_dgram = True
         elif option.key == "log_timestamp_format":
             _add_if_exists(plan, "read", Path("/etc/localtime"), _source(option))
     pid_file = config.last("pid_file")

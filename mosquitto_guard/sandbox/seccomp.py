@@ -142,6 +142,46 @@ _GROUPS: tuple[tuple[str, ...], ...] = (
     ("memfd_create", "memfd_secret"),
     # Moving or advising another process's memory.
     ("process_madvise", "migrate_pages", "move_pages"),
+    # Changing owners, times and extended attributes: Landlock has no right for file metadata,
+    # so these would reach files outside the sandbox's paths. The broker changes none.
+    (
+        "chown",
+        "fchown",
+        "lchown",
+        "fchownat",
+        "utime",
+        "utimes",
+        "utimensat",
+        "futimesat",
+        "setxattr",
+        "lsetxattr",
+        "fsetxattr",
+        "removexattr",
+        "lremovexattr",
+        "fremovexattr",
+        "setxattrat",
+        "removexattrat",
+    ),
+    # Device nodes and FIFOs, which the broker never makes.
+    ("mknod", "mknodat"),
+    # System V IPC, which Landlock does not mediate: another process's shared memory, message
+    # queues and semaphores.
+    (
+        "shmget",
+        "shmat",
+        "shmctl",
+        "shmdt",
+        "semget",
+        "semop",
+        "semctl",
+        "semtimedop",
+        "msgget",
+        "msgsnd",
+        "msgrcv",
+        "msgctl",
+    ),
+    # Watching directories outside the sandbox's paths for the names of new files.
+    ("inotify_init", "inotify_init1", "inotify_add_watch", "inotify_rm_watch", "fanotify_mark"),
 )
 
 SECCOMP_DENIED: tuple[str, ...] = tuple(name for group in _GROUPS for name in group)
@@ -210,6 +250,41 @@ _X86_64_NUMBERS: dict[str, int] = {
     "process_madvise": 440,
     "migrate_pages": 256,
     "move_pages": 279,
+    "chown": 92,
+    "fchown": 93,
+    "lchown": 94,
+    "fchownat": 260,
+    "utime": 132,
+    "utimes": 235,
+    "utimensat": 280,
+    "futimesat": 261,
+    "setxattr": 188,
+    "lsetxattr": 189,
+    "fsetxattr": 190,
+    "removexattr": 197,
+    "lremovexattr": 198,
+    "fremovexattr": 199,
+    "setxattrat": 463,
+    "removexattrat": 466,
+    "mknod": 133,
+    "mknodat": 259,
+    "shmget": 29,
+    "shmat": 30,
+    "shmctl": 31,
+    "shmdt": 67,
+    "semget": 64,
+    "semop": 65,
+    "semctl": 66,
+    "semtimedop": 220,
+    "msgget": 68,
+    "msgsnd": 69,
+    "msgrcv": 70,
+    "msgctl": 71,
+    "inotify_init": 253,
+    "inotify_init1": 294,
+    "inotify_add_watch": 254,
+    "inotify_rm_watch": 255,
+    "fanotify_mark": 301,
 }
 
 # (audit architecture, number table, seccomp, clone, clone3, lowest x32 number or 0).
@@ -217,10 +292,35 @@ _ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int]] = {
     "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 0x40000000),
 }
 
-# Calls allowed only for some argument values: socket (below), ioctl and mremap.
+# Calls allowed only for some argument values, by the kind of check: socket (below), ioctl,
+# mremap, calls that may act on another process (only pid 0, this process, passes), calls
+# whose mode argument may not carry the set-user-ID or set-group-ID bit (with the argument's
+# index), and chmod, allowed only for a broker with a UNIX socket listener.
 _CHECKED_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"socket": 41, "ioctl": 16, "mremap": 25},
 }
+_OWN_PROCESS_ONLY: dict[str, dict[int, int]] = {
+    # number: index of the pid argument
+    "x86_64": {
+        302: 0,  # prlimit64
+        141: 1,  # setpriority (which, who, prio)
+        142: 0,  # sched_setparam
+        144: 0,  # sched_setscheduler
+        203: 0,  # sched_setaffinity
+        314: 0,  # sched_setattr
+        251: 1,  # ioprio_set (which, who, ioprio)
+    },
+}
+_NO_SETID_MODE: dict[str, dict[int, int]] = {
+    # number: index of the mode argument
+    "x86_64": {2: 2, 257: 3, 85: 1, 83: 1, 258: 2},  # open, openat, creat, mkdir, mkdirat
+}
+_CHMOD: dict[str, dict[int, int]] = {
+    "x86_64": {90: 1, 91: 1, 268: 2, 452: 2},  # chmod, fchmod, fchmodat, fchmodat2
+}
+# openat2 hides its mode behind a pointer; it fails with ENOSYS, so callers fall back to openat.
+_NOSYS: dict[str, tuple[int, ...]] = {"x86_64": (437,)}
+_SETID_BITS = 0o6000
 
 # ioctl requests that push bytes into a terminal's input, as if typed on it: a broker started
 # from a shell could otherwise run commands in that shell.
@@ -272,6 +372,12 @@ _OFFSET_ARG0_LOW = 16  # little-endian: the low 32 bits of the first argument
 _OFFSET_ARG1_LOW = 24
 _OFFSET_ARG1_HIGH = 28
 _OFFSET_ARG2_LOW = 32
+
+
+def _arg_low(index: int) -> int:
+    """Return the offset of the low 32 bits of argument `index` in struct seccomp_data."""
+    return _OFFSET_ARG0_LOW + 8 * index
+
 
 _PR_SET_NO_NEW_PRIVS = 38
 _SET_MODE_FILTER = 1
@@ -334,8 +440,8 @@ class SeccompReport:
     `denied` names the calls the filter denies, execve and execveat included. `unknown` names
     the calls of `SECCOMP_DENIED` that this architecture does not have, so they need no rule.
     `supervisor` is the process id of the supervisor that lets the launcher's `execve` through.
-    `udp` and `unix_stream` tell whether UDP and UNIX stream sockets are allowed; raw, packet
-    and other families never are.
+    `udp`, `unix_stream` and `unix_dgram` tell whether UDP, UNIX stream and UNIX datagram
+    sockets are allowed; raw, packet and other families never are.
     """
 
     arch: str
@@ -344,6 +450,7 @@ class SeccompReport:
     supervisor: int
     udp: bool = True
     unix_stream: bool = True
+    unix_dgram: bool = True
 
 
 _libc: ctypes.CDLL | None = None
@@ -382,13 +489,21 @@ def build_program(
     *,
     udp: bool = False,
     unix_stream: bool = False,
+    unix_dgram: bool = True,
+    own_process: dict[int, int] | None = None,
+    no_setid: dict[int, int] | None = None,
+    chmod: dict[int, int] | None = None,
+    nosys: tuple[int, ...] = (),
 ) -> bytes:
     """Return the classic BPF program (8 bytes an instruction) for the given call numbers.
 
     `checked` maps "socket", "ioctl" and "mremap" to their numbers, to check their arguments:
     sockets only of the families, types and protocols listed above (UDP when `udp` is True,
-    UNIX stream sockets when `unix_stream` is True), no ioctl that types into a terminal, and
-    no mremap that makes a second mapping of the same memory.
+    UNIX stream and datagram sockets when `unix_stream` and `unix_dgram` are True), no ioctl
+    that types into a terminal, and no mremap that makes a second mapping of the same memory.
+    `own_process`, `no_setid` and `chmod` map call numbers to the index of the argument checked:
+    a pid that must be 0, a mode without the set-ID bits, and a mode checked the same way only
+    when `unix_stream` is True (chmod is denied otherwise). `nosys` calls fail with ENOSYS.
     """
     checked = checked or {}
     # Each entry is (code, jump-if-true label, jump-if-false label, k), or a label of its own
@@ -403,13 +518,32 @@ def build_program(
         body.append((_JGE_K, "deny", None, x32_base))
     body += [(_JEQ_K, "notify", None, number) for number in sorted(set(notified.values()))]
     body += [(_JEQ_K, "deny", None, number) for number in sorted(set(denied.values()))]
+    body += [(_JEQ_K, "nosys", None, number) for number in nosys]
     body += [(_JEQ_K, name, None, number) for name, number in sorted(checked.items())]
+    argument_checks: list[tuple[int, str, int, int]] = []  # (number, label, argument, mask)
+    for number, index in sorted((own_process or {}).items()):
+        argument_checks.append((number, "pid0", index, 0xFFFFFFFF))
+    for number, index in sorted((no_setid or {}).items()):
+        argument_checks.append((number, "setid", index, _SETID_BITS))
+    for number, index in sorted((chmod or {}).items()):
+        argument_checks.append((number, "setid" if unix_stream else "deny", index, _SETID_BITS))
+    for number, label, _index, _mask in argument_checks:
+        target = f"{label}{number}" if label != "deny" else "deny"
+        body.append((_JEQ_K, target, None, number))
     body += [
         (_JEQ_K, "nosys", None, clone3),
         (_JEQ_K, None, "allow", clone),
         (_LD_W_ABS, None, None, _OFFSET_ARG0_LOW),
         (_JSET_K, "deny", "allow", _CLONE_NAMESPACES),
     ]
+    for number, label, index, mask in argument_checks:
+        if label == "deny":
+            continue
+        body += [f"{label}{number}", (_LD_W_ABS, None, None, _arg_low(index))]
+        if label == "pid0":
+            body.append((_JEQ_K, "allow", "deny", 0))
+        else:
+            body.append((_JSET_K, "deny", "allow", mask))
     if "ioctl" in checked:
         body += [
             "ioctl",
@@ -427,12 +561,12 @@ def build_program(
             (_JEQ_K, "deny", "allow", 0),
         ]
     if "socket" in checked:
-        body += _socket_checks(udp, unix_stream)
+        body += _socket_checks(udp, unix_stream, unix_dgram)
     return _assemble(body)
 
 
 def _socket_checks(
-    udp: bool, unix_stream: bool
+    udp: bool, unix_stream: bool, unix_dgram: bool
 ) -> list[tuple[int, str | None, str | None, int] | str]:
     stream_or_dgram = "allow" if udp else "deny"
     return [
@@ -442,12 +576,13 @@ def _socket_checks(
         (_JEQ_K, "netlink", None, _AF_NETLINK),
         (_JEQ_K, "inet", None, _AF_INET),
         (_JEQ_K, "inet", "deny", _AF_INET6),
-        # UNIX datagrams reach the service manager and syslog. Stream sockets would reach
-        # every daemon listening on a socket file, so only a UNIX socket listener gets them.
+        # UNIX sockets reach every daemon listening on a socket file, which Landlock does not
+        # check. Datagrams are allowed for the service manager and syslog, streams for a UNIX
+        # socket listener, and each only when the broker needs it.
         "unix",
         (_LD_W_ABS, None, None, _OFFSET_ARG1_LOW),
         (_AND_K, None, None, _SOCK_TYPE_MASK),
-        (_JEQ_K, "allow", None, _SOCK_DGRAM),
+        (_JEQ_K, "allow" if unix_dgram else "deny", None, _SOCK_DGRAM),
         (_JEQ_K, "allow" if unix_stream else "deny", "deny", _SOCK_STREAM),
         # Plain TCP and UDP only: Landlock's port rules do not cover other protocols, such as
         # Multipath TCP, that use the same socket types.
@@ -595,13 +730,17 @@ def _start_supervisor(listener: int, launcher_gone: int, keep_open: int) -> int:
     return int(struct.unpack("<i", data)[0])
 
 
-def install_seccomp(*, udp: bool = True, unix_stream: bool = True) -> SeccompReport:
+def install_seccomp(
+    *, udp: bool = True, unix_stream: bool = True, unix_dgram: bool = True
+) -> SeccompReport:
     """Install the filter on this thread for good, or raise `HostError` when that fails.
 
     The next `execve` of this process is let through once; call it right after this returns.
     `no_new_privs` is set first, as the kernel requires of a process without CAP_SYS_ADMIN.
-    `udp` False denies UDP sockets, for a broker that resolves no host names, and
-    `unix_stream` False denies UNIX stream sockets, for a broker without a UNIX listener.
+    `udp` False denies UDP sockets, for a broker that resolves no host names. `unix_stream`
+    False denies UNIX stream sockets and chmod, for a broker without a UNIX listener.
+    `unix_dgram` False denies UNIX datagram sockets, for a broker that neither logs to syslog
+    nor reports to a service manager.
     """
     machine, (audit_arch, numbers, seccomp_nr, clone, clone3, x32_base) = _arch()
     known = {name: numbers[name] for name in SECCOMP_DENIED if name in numbers}
@@ -618,6 +757,11 @@ def install_seccomp(*, udp: bool = True, unix_stream: bool = True) -> SeccompRep
         _CHECKED_NUMBERS[machine],
         udp=udp,
         unix_stream=unix_stream,
+        unix_dgram=unix_dgram,
+        own_process=_OWN_PROCESS_ONLY[machine],
+        no_setid=_NO_SETID_MODE[machine],
+        chmod=_CHMOD[machine],
+        nosys=_NOSYS[machine],
     )
 
     # The launcher keeps the write end open until exec or exit, both of which close it.
@@ -642,4 +786,5 @@ def install_seccomp(*, udp: bool = True, unix_stream: bool = True) -> SeccompRep
         supervisor=supervisor,
         udp=udp,
         unix_stream=unix_stream,
+        unix_dgram=unix_dgram,
     )

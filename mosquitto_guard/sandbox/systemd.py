@@ -35,6 +35,7 @@ FIXED_DIRECTIVES = (
     "ProtectProc=invisible",
     "ProcSubset=pid",
     "PrivateMounts=yes",
+    "PrivateIPC=yes",
     "LockPersonality=yes",
     "MemoryDenyWriteExecute=yes",
     "RestrictRealtime=yes",
@@ -55,14 +56,14 @@ def hardening_directives(
     plan: SandboxPlan, broker: Path, state_dir: Path, user: str | None
 ) -> list[str]:
     """Return the `[Service]` lines for `plan`, comments included."""
-    writable = [str(path) for path in plan.noexec_paths()]
+    writable = [quote(path) for path in plan.noexec_paths()]
     lines = [
         "# Hardening derived from the broker config and the plugins' manifests.",
         *FIXED_DIRECTIVES,
     ]
     lines += _exec_lines(broker, writable)
     lines.append(_protect_home())
-    lines.append("ReadWritePaths=" + " ".join([*writable, str(state_dir)]))
+    lines.append("ReadWritePaths=" + " ".join([*writable, quote(state_dir)]))
     lines += _prepare_lines(plan, user)
     capabilities = " ".join(name for name, _ in plan.capabilities)
     lines.append(f"CapabilityBoundingSet={capabilities}")
@@ -80,7 +81,7 @@ def _exec_lines(broker: Path, writable: Sequence[str]) -> list[str]:
     for prefix in (sys.base_prefix, sys.prefix):
         if not any(prefix == path or prefix.startswith(path + "/") for path in allowed):
             allowed.append(prefix)
-    existing = [path for path in allowed if Path(path).exists()]
+    existing = [quote(path) for path in allowed if Path(path).exists()]
     # The writable paths are named again so that they stay noexec whatever mount they are on.
     return ["NoExecPaths=/ " + " ".join(writable), "ExecPaths=" + " ".join(existing)]
 
@@ -97,7 +98,9 @@ def _prepare_lines(plan: SandboxPlan, user: str | None) -> list[str]:
     """Create the broker's own directories before start, outside the sandbox ('+').
 
     Only directories that the broker config names get these lines: the persistence, log and
-    pid directories. Paths a manifest or the policy grants are the admin's to create.
+    pid directories. Paths a manifest or the policy grants are the admin's to create. A
+    directory below one that someone other than root can write is left out too: the broker's
+    user could put a symlink on the way, and chown, run as root, would follow it.
     """
     lines = [
         "# Replaces the package's ExecStartPre= lines, which the read-only system would break.",
@@ -105,10 +108,41 @@ def _prepare_lines(plan: SandboxPlan, user: str | None) -> list[str]:
     ]
     owner = user or "mosquitto"
     for grant in plan.grants:
-        if grant.access == "write" and grant.create:
-            lines.append(f"ExecStartPre=+/bin/mkdir -m 740 -p {grant.target}")
-            lines.append(f"ExecStartPre=+/bin/chown {owner} {grant.target}")
+        if grant.access != "write" or not grant.create:
+            continue
+        target = Path(grant.target)
+        unsafe = _writable_ancestor(target)
+        if unsafe is not None:
+            lines.append(f"# {target} is not created here: {unsafe} above it is not root's alone.")
+            continue
+        lines.append(f"ExecStartPre=+/bin/mkdir -m 740 -p {quote(target)}")
+        lines.append(f"ExecStartPre=+/bin/chown {quote(owner)} {quote(target)}")
     return lines
+
+
+def _writable_ancestor(path: Path) -> Path | None:
+    """Return the first directory above `path` that someone other than root can change.
+
+    A symlink planted on the way needs such a directory, so checking each one (symlinks
+    followed) from `/` down is enough.
+    """
+    for parent in reversed(path.parents):
+        try:
+            info = parent.stat()
+        except OSError:
+            return None  # created by mkdir -p below a checked parent
+        if info.st_uid != 0 or info.st_mode & 0o022:
+            return parent
+    return None
+
+
+def quote(value: str | Path) -> str:
+    """Return `value` as one word of a systemd unit line: '%' doubled, quoted if it has spaces."""
+    text = str(value).replace("%", "%%")
+    if any(char.isspace() or char in "\\\"'" for char in text):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    return text
 
 
 def _address_lines(plan: SandboxPlan) -> list[str]:

@@ -32,7 +32,12 @@ from support import (
 
 PHASES = ("init", "go")
 # Compiled with `redteam.c`. The ATTEMPT_* macro selects which of their attacks is built.
-ATTACK_SOURCES = ("redteam_files.c", "redteam_network.c", "redteam_process.c")
+ATTACK_SOURCES = (
+    "redteam_files.c",
+    "redteam_network.c",
+    "redteam_process.c",
+    "redteam_escape.c",
+)
 # The maximum wait for a report or an MQTT reply, in seconds. Reaching it fails the test, and it
 # is a limit on waiting, not a measurement.
 WAIT_SECONDS = 30.0
@@ -252,10 +257,16 @@ class AttackRun:
         }
 
 
-def collect(port: int, steps: Sequence[str], probe: Callable[[], Any] | None = None) -> AttackRun:
+def collect(
+    port: int,
+    steps: Sequence[str],
+    probe: Callable[[], Any] | None = None,
+    between: Callable[[], None] | None = None,
+) -> AttackRun:
     """Gather the reports of both phases from the broker on `port`, then check it serves.
 
-    `probe`, when given, runs after the second phase while the broker still runs.
+    `probe`, when given, runs after the second phase while the broker still runs. `between`,
+    when given, runs after the first phase's reports arrived and before the second phase starts.
     """
     observer = Observer(port)
     try:
@@ -265,6 +276,8 @@ def collect(port: int, steps: Sequence[str], probe: Callable[[], Any] | None = N
         missing: list[str] = []
         for phase in PHASES:
             if phase == "go":
+                if between is not None:
+                    between()
                 observer.publish("redteam/go", "go")
             topics = [f"redteam/result/{phase}/{step}" for step in steps]
             received = observer.wait_for([*topics, f"redteam/context/{phase}"])
@@ -294,18 +307,23 @@ def attack(
     sign_options: Sequence[str] = (),
     wrap: Callable[[list[str]], list[str]] | None = None,
     probe: Callable[[], Any] | None = None,
+    between: Callable[[], None] | None = None,
+    config_lines: Sequence[str] = (),
 ) -> AttackRun:
     """Sign `plugin`, start it under `mode`, trigger the second phase and collect the reports.
 
-    `wrap` turns the argv of `run` into the argv to start. The broker is stopped before this
-    returns, so the log is complete.
+    `wrap` turns the argv of `run` into the argv to start. `config_lines` go into the config
+    before the plugin line, and `probe` and `between` are passed to `collect`. The broker is
+    stopped before this returns, so the log is complete.
     """
-    files, argv = prepare(guard, mode, plugin, files=files, sign_options=sign_options)
+    files, argv = prepare(
+        guard, mode, plugin, files=files, sign_options=sign_options, config_lines=config_lines
+    )
     if wrap is not None:
         argv = wrap(argv)
     process = start_broker(argv, guard.port, files.log, processes)
     try:
-        run = collect(guard.port, steps, probe)
+        run = collect(guard.port, steps, probe, between)
     finally:
         stop_process(process)
     run.log = files.log.read_text(errors="replace")

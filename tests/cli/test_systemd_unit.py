@@ -177,3 +177,31 @@ def test_hardening_lowers_exposure_score(
     assert verify.returncode == 0, verify.stderr
     assert stock > 9.0
     assert hardened < 3.0
+
+
+def test_paths_with_spaces_and_percent_are_quoted(
+    guard: Guard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = guard.root / "data 100%"
+    data.mkdir()
+    config = guard.config("persistence true", f"persistence_location {data}/")
+    code, text = unit_for(guard, config, capsys)
+    assert code == 0
+    quoted = f'"{guard.root}/data 100%%"'
+    assert directive(text, "ReadWritePaths") == [f"{quoted} {guard.root / 'state'}"]
+    assert f"+/bin/chown mosquitto {quoted}" in directive(text, "ExecStartPre")
+
+
+def test_directory_below_writable_one_is_not_chowned(
+    guard: Guard, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """chown runs as root and follows symlinks, which the broker's user could plant here."""
+    shared = guard.root / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    logs = shared / "logs"
+    logs.mkdir()
+    code, text = unit_for(guard, guard.config(f"log_dest file {logs}/broker.log"), capsys)
+    assert code == 0
+    assert f"+/bin/chown mosquitto {logs}" not in directive(text, "ExecStartPre")
+    assert f"# {logs} is not created here: {shared} above it is not root's alone." in text

@@ -1,8 +1,9 @@
 /* A v5 plugin that attacks the broker loading it, for the sandbox tests.
  *
  * The tests sign it, so it passes verification like any trusted plugin. They compile this file
- * together with redteam_files.c, redteam_network.c and redteam_process.c, and set exactly one
- * ATTEMPT_* macro. The comment at the top of each of those files lists its attacks.
+ * together with redteam_files.c, redteam_network.c, redteam_process.c and redteam_escape.c, and
+ * set exactly one ATTEMPT_* macro. The comment at the top of each of those files lists its
+ * attacks.
  *
  * The plugin attacks once from mosquitto_plugin_init (phase "init") and again each time a client
  * publishes to "redteam/go" (phase "go"). Each step logs one warning and publishes the same

@@ -414,3 +414,15 @@ def test_directory_broker_cannot_write_is_warned(tmp_path: Path) -> None:
     os.chown(data, broker.pw_uid, broker.pw_gid)
     plan = plan_for(tmp_path, "listener 1884", "persistence true", f"persistence_location {data}")
     assert not any("cannot write" in warning for warning in plan.warnings)
+
+
+def test_write_inside_another_write_is_dropped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "logs").mkdir(parents=True)
+    plan = plan_for(
+        tmp_path,
+        "persistence true",
+        f"persistence_location {data}/",
+        f"log_dest file {data}/logs/broker.log",
+    )
+    assert plan.targets("write") == [str(data)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -496,3 +497,113 @@ def test_memfd_create_denied() -> None:
 
     assert run_in_child(lambda: {}, probe)["result"] == "ok"
     assert filtered(probe)["result"] == "EPERM"
+
+
+def metadata_outcomes(directory: Path) -> dict[str, str]:
+    """Try the calls that change files outside Landlock's reach, and name each outcome."""
+    directory.mkdir()
+    target = directory / "target"
+    target.write_text("x")
+    created = directory / "created"
+
+    def open_setuid() -> None:
+        os.close(os.open(created, os.O_CREAT | os.O_WRONLY, 0o4755))
+
+    def open_plain() -> None:
+        os.close(os.open(directory / "plain", os.O_CREAT | os.O_WRONLY, 0o644))
+
+    def other_limits() -> None:
+        os.setpriority(os.PRIO_PROCESS, os.getppid(), 0)
+
+    def shared_memory() -> None:
+        segment = LIBC.shmget(0, 4096, 0o1600)
+        libc_call(segment)
+        LIBC.shmctl(segment, 0, None)  # IPC_RMID, so the test leaves no segment behind
+
+    return {
+        "chmod": outcome(lambda: os.chmod(target, 0o600)),
+        "chown": outcome(lambda: os.chown(target, 0, 0)),
+        "utime": outcome(lambda: os.utime(target)),
+        "setxattr": outcome(lambda: os.setxattr(target, "user.mark", b"1")),
+        "open_setuid": outcome(open_setuid),
+        "open_plain": outcome(open_plain),
+        "mknod_fifo": outcome(lambda: os.mkfifo(directory / "fifo")),
+        "own_priority": outcome(lambda: os.setpriority(os.PRIO_PROCESS, 0, 0)),
+        "other_priority": outcome(other_limits),
+        "other_rlimit": outcome(
+            lambda: libc_call(LIBC.prlimit(os.getppid(), 7, None, ctypes.byref(ctypes.c_ulong())))
+        ),
+        "own_rlimit": outcome(
+            lambda: libc_call(LIBC.prlimit(0, 7, None, ctypes.byref((ctypes.c_ulong * 2)())))
+        ),
+        "shmget": outcome(shared_memory),
+        "inotify": outcome(lambda: libc_call(LIBC.inotify_init1(0))),
+        "openat2": outcome(lambda: libc_call(LIBC.syscall(437, -100, b"/", None, 0))),
+    }
+
+
+@needs_x86_64
+def test_metadata_and_ipc_calls() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="seccomp-meta-"))
+    try:
+        before = run_in_child(lambda: {}, lambda _: metadata_outcomes(directory / "before"))
+        after = run_in_child(
+            lambda: {"unix_stream": install_seccomp(unix_stream=False).unix_stream},
+            lambda _: metadata_outcomes(directory / "after"),
+        )
+    finally:
+        shutil.rmtree(directory)
+    # As root, every call succeeds without the filter (openat2 with no struct fails on its own).
+    assert {name: result for name, result in before["result"].items() if name != "openat2"} == (
+        dict.fromkeys(
+            (name for name in before["result"] if name != "openat2"),
+            "ok",
+        )
+    )
+    assert after["result"] == {
+        "chmod": "EPERM",
+        "chown": "EPERM",
+        "utime": "EPERM",
+        "setxattr": "EPERM",
+        "open_setuid": "EPERM",
+        "open_plain": "ok",
+        "mknod_fifo": "EPERM",
+        "own_priority": "ok",
+        "other_priority": "EPERM",
+        "other_rlimit": "EPERM",
+        "own_rlimit": "ok",
+        "shmget": "EPERM",
+        "inotify": "EPERM",
+        "openat2": "ENOSYS",
+    }
+
+
+@needs_x86_64
+def test_chmod_without_setid_allowed_for_unix_listener() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="seccomp-chmod-"))
+    target = directory / "socket-file"
+    target.write_text("")
+
+    def probe(_: int) -> dict[str, str]:
+        return {
+            "plain": outcome(lambda: os.chmod(target, 0o660)),
+            "setuid": outcome(lambda: os.chmod(target, 0o4755)),
+        }
+
+    try:
+        out = run_in_child(lambda: {"ok": install_seccomp(unix_stream=True).unix_stream}, probe)
+    finally:
+        shutil.rmtree(directory)
+    assert out["result"] == {"plain": "ok", "setuid": "EPERM"}
+
+
+@needs_x86_64
+def test_unix_datagrams_only_when_needed() -> None:
+    def probe(_: int) -> str:
+        return outcome(lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close())
+
+    def confine(dgram: bool) -> Callable[[], dict[str, bool]]:
+        return lambda: {"dgram": install_seccomp(unix_dgram=dgram).unix_dgram}
+
+    assert run_in_child(confine(True), probe)["result"] == "ok"
+    assert run_in_child(confine(False), probe)["result"] == "EPERM"
