@@ -217,6 +217,25 @@ class Guard:
         )
 
 
+def start_run(
+    guard: Guard,
+    config: Path,
+    processes: list[subprocess.Popen[bytes]],
+    *options: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `run` with `config` in the background and wait until the broker listens.
+
+    The process joins `processes`, which the fixture of that name stops after the test.
+    """
+    process = subprocess.Popen(
+        guard.run_argv(config, *options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    processes.append(process)
+    assert wait_for_port(guard.port, process), process.communicate()[1].decode()
+    return process
+
+
 def broker_user_can_write(path: Path) -> None:
     """Let the `mosquitto` user, which the broker drops to, write `path`."""
     user = pwd.getpwnam("mosquitto")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mosquitto_guard.sandbox.plan import SandboxPlan
 
 DEFAULT_POLICY = Path("/etc/mosquitto-guard/policy.toml")
+DEFAULT_CONFIG = Path("/etc/mosquitto/mosquitto.conf")
 
 
 def add_parser(
@@ -61,6 +62,17 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=DEFAULT_BROKER,
         help=f"the mosquitto binary to start (default {DEFAULT_BROKER})",
+    )
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `-c CONF`, for the commands that read a config without starting the broker."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"broker config file (default {DEFAULT_CONFIG})",
     )
 
 

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mosquitto_guard.cli.run import add_launch_arguments
-from mosquitto_guard.cli.systemd_unit import DEFAULT_CONFIG
+from mosquitto_guard.cli.run import add_config_argument, add_launch_arguments
 
 FORMAT_VERSION = 1
 # Grant kinds in the order they are printed, with their headings.
@@ -35,13 +34,7 @@ def add_parser(
         ),
     )
     add_launch_arguments(parser)
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"broker config file (default {DEFAULT_CONFIG})",
-    )
+    add_config_argument(parser)
     parser.add_argument("--format", choices=("text", "json"), default="text")
 
 

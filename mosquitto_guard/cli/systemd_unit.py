@@ -7,10 +7,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mosquitto_guard.cli.run import add_launch_arguments
+from mosquitto_guard.cli.run import add_config_argument, add_launch_arguments
 
 DROP_IN_PATH = "/etc/systemd/system/mosquitto.service.d/mosquitto-guard.conf"
-DEFAULT_CONFIG = Path("/etc/mosquitto/mosquitto.conf")
 
 
 def add_parser(
@@ -22,13 +21,7 @@ def add_parser(
         description=f"Print a drop-in for mosquitto.service; install it as {DROP_IN_PATH}.",
     )
     add_launch_arguments(parser)
-    parser.add_argument(
-        "-c",
-        "--config",
-        type=Path,
-        default=DEFAULT_CONFIG,
-        help=f"broker config file (default {DEFAULT_CONFIG})",
-    )
+    add_config_argument(parser)
     parser.add_argument(
         "--guard",
         type=Path,

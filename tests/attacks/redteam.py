@@ -501,3 +501,15 @@ def with_bind_mount(source: Path, target: Path) -> Callable[[list[str]], list[st
         ]
 
     return wrap
+
+
+def count_datagrams(receiver: socket.socket) -> int:
+    """Read and count the datagrams queued on `receiver`."""
+    receiver.setblocking(False)
+    count = 0
+    while True:
+        try:
+            receiver.recv(65536)
+        except BlockingIOError:
+            return count
+        count += 1

@@ -49,6 +49,7 @@ from redteam import (
     check_attack,
     collect,
     connects,
+    count_datagrams,
     log_reports,
     make_host_key,
     prepare,
@@ -326,36 +327,23 @@ def test_symlink_planted_for_next_launch(
 # Network.
 
 
+# The Multipath TCP listener is plain TCP, to which a Multipath TCP connection falls back.
+@pytest.mark.parametrize(
+    ("attempt", "step"), [("connect", "connect_undeclared"), ("mptcp", "connect_mptcp")]
+)
 @pytest.mark.parametrize("mode", MODE_PARAMS)
-def test_connect_undeclared_port(guard: Guard, processes: list, mode: Mode) -> None:
-    """A plugin whose manifest declares no endpoint cannot open a TCP connection."""
+def test_connect_undeclared_port(
+    guard: Guard, processes: list, mode: Mode, attempt: str, step: str
+) -> None:
+    """A plugin whose manifest declares no endpoint opens no TCP or Multipath TCP connection."""
     listener = Listener()
     try:
-        plugin = build_redteam(guard, "connect", {"UNDECLARED_PORT": str(listener.port)})
-        steps = ("connect_undeclared",)
-        run = attack(guard, processes, mode, plugin, steps)
+        plugin = build_redteam(guard, attempt, {"UNDECLARED_PORT": str(listener.port)})
+        run = attack(guard, processes, mode, plugin, (step,))
         accepted = listener.count_connections()
     finally:
         listener.close()
-    check_attack(run, mode, steps)
-    assert accepted == (0 if mode.sandboxed else 2)
-
-
-@pytest.mark.parametrize("mode", MODE_PARAMS)
-def test_connect_multipath_tcp(guard: Guard, processes: list, mode: Mode) -> None:
-    """A Multipath TCP socket reaches no undeclared port either.
-
-    The listener speaks plain TCP, to which a Multipath TCP connection falls back.
-    """
-    listener = Listener()
-    try:
-        plugin = build_redteam(guard, "mptcp", {"UNDECLARED_PORT": str(listener.port)})
-        steps = ("connect_mptcp",)
-        run = attack(guard, processes, mode, plugin, steps)
-        accepted = listener.count_connections()
-    finally:
-        listener.close()
-    check_attack(run, mode, steps)
+    check_attack(run, mode, (step,))
     assert accepted == (0 if mode.sandboxed else 2)
 
 
@@ -493,18 +481,6 @@ def test_send_udp_with_declared_host_name(guard: Guard, processes: list, mode: M
         )
     check_attack(run, mode, steps)
     assert received == 0
-
-
-def count_datagrams(receiver: socket.socket) -> int:
-    """Read and count the datagrams queued on `receiver`."""
-    receiver.setblocking(False)
-    count = 0
-    while True:
-        try:
-            receiver.recv(65536)
-        except BlockingIOError:
-            return count
-        count += 1
 
 
 @pytest.mark.parametrize("mode", MODE_PARAMS)

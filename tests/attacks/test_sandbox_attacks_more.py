@@ -51,6 +51,7 @@ from redteam import (
     check_sandbox_state,
     collect,
     connects,
+    count_datagrams,
     prepare,
     process_state,
     start_broker,
@@ -611,18 +612,6 @@ def datagram_service(path: Path, owner: str) -> socket.socket:
     return receiver
 
 
-def count_received(receiver: socket.socket) -> int:
-    """Read and count the datagrams queued on `receiver`."""
-    receiver.setblocking(False)
-    count = 0
-    while True:
-        try:
-            receiver.recv(65536)
-        except BlockingIOError:
-            return count
-        count += 1
-
-
 @pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_unix_datagram_to_local_service(guard: Guard, processes: list, mode: Mode) -> None:
     """A broker that logs to no syslog and reports to no service manager sends no UNIX datagram.
@@ -649,7 +638,7 @@ def test_unix_datagram_to_local_service(guard: Guard, processes: list, mode: Mod
         plugin = build_redteam(guard, "unix_datagram", defines)
         steps = ("unix_datagram", "unix_datagram_abstract")
         run = attack(guard, processes, mode, plugin, steps)
-        received = (count_received(receiver), count_received(abstract))
+        received = (count_datagrams(receiver), count_datagrams(abstract))
     finally:
         receiver.close()
         abstract.close()

@@ -14,8 +14,8 @@ from support import (
     Guard,
     broker_user_can_write,
     c_string,
+    start_run,
     stop_process,
-    wait_for_port,
 )
 
 from mosquitto_guard.demo import publish_and_receive
@@ -26,21 +26,6 @@ def verification_only(request: pytest.FixtureRequest) -> None:
     """Launch without the sandbox, so that a missing mark proves the code never ran."""
     if "guard" in request.fixturenames:
         request.getfixturevalue("guard").sandbox = False
-
-
-def start(
-    guard: Guard,
-    config: Path,
-    processes: list[subprocess.Popen[bytes]],
-    *options: str,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        guard.run_argv(config, *options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
-    )
-    processes.append(process)
-    assert wait_for_port(guard.port, process), process.communicate()[1].decode()
-    return process
 
 
 def rejected_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -61,7 +46,7 @@ def test_run_serves_clients_through_verified_dynsec(guard: Guard, processes: lis
     broker_user_can_write(dynsec_file)
     guard.sign(DYNSEC_PLUGIN, "dynamic-security", 1, "alice", "--option", "config_file")
     config = guard.config(f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {dynsec_file}")
-    process = start(guard, config, processes)
+    process = start_run(guard, config, processes)
 
     assert os.readlink(f"/proc/{process.pid}/exe") == "/usr/sbin/mosquitto"
     connect = ["-h", "127.0.0.1", "-p", str(guard.port), "-u", "admin", "-P", "adminpw"]
@@ -111,7 +96,7 @@ def test_run_serves_clients_through_verified_dynsec(guard: Guard, processes: lis
 def test_run_leaves_no_python_process_and_keeps_pid(guard: Guard, processes: list) -> None:
     plugin = guard.build("good.so")
     guard.sign(plugin, "good", 1, "alice")
-    process = start(guard, guard.config(f"plugin {plugin}"), processes)
+    process = start_run(guard, guard.config(f"plugin {plugin}"), processes)
     assert os.readlink(f"/proc/{process.pid}/exe") == "/usr/sbin/mosquitto"
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     assert children == []
@@ -160,7 +145,7 @@ def test_run_removes_code_loading_environment(guard: Guard, processes: list) -> 
         MOSQUITTO_UNSAFE_ALLOW_SYMLINKS="1",
         KEEP_ME="yes",
     )
-    process = start(guard, guard.config(f"plugin {plugin}"), processes, env=env)
+    process = start_run(guard, guard.config(f"plugin {plugin}"), processes, env=env)
     names = {
         entry.split(b"=", 1)[0].decode()
         for entry in Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
@@ -207,7 +192,7 @@ def test_run_rejects_unsigned_plugin(guard: Guard) -> None:
 
 def test_run_permissive_starts_and_warns(guard: Guard, processes: list) -> None:
     plugin = guard.build("unsigned.so")
-    process = start(guard, guard.config(f"plugin {plugin}"), processes, "--permissive")
+    process = start_run(guard, guard.config(f"plugin {plugin}"), processes, "--permissive")
     stop_process(process)
     log = process.communicate()[1].decode()
     assert "permissive mode: problems are logged, not enforced; 1 found" in log

@@ -15,26 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import Guard, broker_user_can_write, stop_process, wait_for_port
+from support import Guard, broker_user_can_write, start_run, stop_process, wait_for_port
 
 from mosquitto_guard.cli import main
 from mosquitto_guard.demo import publish_and_receive
 from mosquitto_guard.sandbox.capabilities import CAPABILITIES
-
-
-def start(
-    guard: Guard,
-    config: Path,
-    processes: list[subprocess.Popen[bytes]],
-    *options: str,
-    env: dict[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        guard.run_argv(config, *options), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-    )
-    processes.append(process)
-    assert wait_for_port(guard.port, process), process.communicate()[1].decode()
-    return process
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -61,7 +46,7 @@ def with_data_dir(guard: Guard) -> tuple[Path, Path]:
 
 def test_broker_runs_with_every_layer(guard: Guard, processes: list) -> None:
     data, config = with_data_dir(guard)
-    process = start(guard, config, processes)
+    process = start_run(guard, config, processes)
     status = proc_status(process.pid)
     mounts = Path(f"/proc/{process.pid}/mountinfo").read_text().splitlines()
     [data_mount] = [line for line in mounts if line.split()[4] == str(data)]
@@ -80,7 +65,7 @@ def test_broker_runs_with_every_layer(guard: Guard, processes: list) -> None:
 
 
 def test_no_sandbox_flag_leaves_broker_unconfined(guard: Guard, processes: list) -> None:
-    process = start(guard, guard.config(), processes, "--no-sandbox")
+    process = start_run(guard, guard.config(), processes, "--no-sandbox")
     status = proc_status(process.pid)
     log = stderr_after_stop(process)
     assert status["Seccomp"] == "0"
@@ -90,7 +75,7 @@ def test_no_sandbox_flag_leaves_broker_unconfined(guard: Guard, processes: list)
 
 def test_policy_mode_off_leaves_broker_unconfined(guard: Guard, processes: list) -> None:
     set_mode(guard, "off")
-    process = start(guard, guard.config(), processes)
+    process = start_run(guard, guard.config(), processes)
     status = proc_status(process.pid)
     stop_process(process)
     assert status["Seccomp"] == "0"

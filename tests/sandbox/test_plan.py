@@ -10,10 +10,12 @@ import os
 import pwd
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import compile_plugin
 
+from mosquitto_guard.config.model import BrokerConfig
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.inventory.collect import collect_inventory
 from mosquitto_guard.inventory.model import Inventory
@@ -24,17 +26,18 @@ from mosquitto_guard.sandbox.plan import Grant, LoadedPlugin, SandboxPlan, deriv
 BROKER = Path("/usr/sbin/mosquitto")
 
 
-def plan_for(
-    directory: Path,
-    *lines: str,
+def derive(
+    config: BrokerConfig,
+    cwd: Path,
+    *,
     plugins: tuple[LoadedPlugin, ...] = (),
     settings: SandboxSettings | None = None,
     inventory: Inventory | None = None,
     uid: int = 0,
+    notify_socket: str | None = None,
+    protected: tuple[Path, ...] = (),
 ) -> SandboxPlan:
-    config_path = directory / "mosquitto.conf"
-    config_path.write_text("\n".join(lines) + "\n")
-    config = read_config([config_path])
+    """Derive the plan of a broker run as root from `/usr/sbin/mosquitto` in `cwd`."""
     return derive_plan(
         config,
         inventory or Inventory(),
@@ -42,9 +45,22 @@ def plan_for(
         settings or SandboxSettings(),
         broker=BROKER,
         interpreter=None,
-        cwd=directory,
+        cwd=cwd,
         launcher_uid=uid,
+        notify_socket=notify_socket,
+        protected=protected,
     )
+
+
+def read_lines(directory: Path, *lines: str) -> BrokerConfig:
+    config_path = directory / "mosquitto.conf"
+    config_path.write_text("\n".join(lines) + "\n")
+    return read_config([config_path])
+
+
+def plan_for(directory: Path, *lines: str, **options: Any) -> SandboxPlan:
+    """Write `lines` as the config in `directory` and derive its plan."""
+    return derive(read_lines(directory, *lines), directory, **options)
 
 
 def grant(plan: SandboxPlan, access: str, target: str | Path | int) -> Grant:
@@ -132,16 +148,7 @@ def test_missing_option_file_is_a_problem(tmp_path: Path) -> None:
 def test_persistence_in_root_working_directory_is_refused(tmp_path: Path) -> None:
     config_path = tmp_path / "mosquitto.conf"
     config_path.write_text("persistence true\n")
-    plan = derive_plan(
-        read_config([config_path]),
-        Inventory(),
-        (),
-        SandboxSettings(),
-        broker=BROKER,
-        interpreter=None,
-        cwd=Path("/"),
-        launcher_uid=0,
-    )
+    plan = derive(read_config([config_path]), Path("/"))
     assert plan.targets("write") == []
     assert "set persistence_location" in plan.problems[0]
 
@@ -245,16 +252,7 @@ def test_real_inventory_reads_libraries_not_plugins(tmp_path: Path) -> None:
     config_path.write_text("listener 1884\n")
     config = read_config([config_path])
     inventory = collect_inventory(config, {}, cwd=tmp_path, broker=BROKER, build_ids=False)
-    plan = derive_plan(
-        config,
-        inventory,
-        (),
-        SandboxSettings(),
-        broker=BROKER,
-        interpreter=None,
-        cwd=tmp_path,
-        launcher_uid=0,
-    )
+    plan = derive(config, tmp_path, inventory=inventory)
     reads = plan.targets("read")
     assert any(Path(target).name == "libc.so.6" for target in reads)
     assert "/etc/ld.so.cache" in reads
@@ -312,15 +310,10 @@ def test_protected_directory_is_refused(tmp_path: Path) -> None:
     trust.mkdir()
     config_path = tmp_path / "mosquitto.conf"
     config_path.write_text("listener 1884\n")
-    plan = derive_plan(
+    plan = derive(
         read_config([config_path]),
-        Inventory(),
-        (),
-        SandboxSettings(write=(trust,)),
-        broker=BROKER,
-        interpreter=None,
-        cwd=tmp_path,
-        launcher_uid=0,
+        tmp_path,
+        settings=SandboxSettings(write=(trust,)),
         protected=[trust / "policy.toml"],
     )
     assert plan.targets("write") == []
@@ -333,17 +326,7 @@ def test_abstract_notify_socket_leaves_abstract_sockets_open(tmp_path: Path) -> 
     config = read_config([config_path])
 
     def plan_with(notify_socket: str) -> SandboxPlan:
-        return derive_plan(
-            config,
-            Inventory(),
-            (),
-            SandboxSettings(),
-            broker=BROKER,
-            interpreter=None,
-            cwd=tmp_path,
-            launcher_uid=0,
-            notify_socket=notify_socket,
-        )
+        return derive(config, tmp_path, notify_socket=notify_socket)
 
     by_path = plan_with("/run/notify")
     abstract = plan_with("@notify")
@@ -365,16 +348,7 @@ def test_openssl_module_is_read_from_disk(tmp_path: Path) -> None:
     config = read_config([config_path])
     env = {"OPENSSL_CONF": str(openssl_config)}
     inventory = collect_inventory(config, env, cwd=tmp_path, build_ids=False)
-    plan = derive_plan(
-        config,
-        inventory,
-        (),
-        SandboxSettings(),
-        broker=BROKER,
-        interpreter=None,
-        cwd=tmp_path,
-        launcher_uid=0,
-    )
+    plan = derive(config, tmp_path, inventory=inventory)
     assert grant(plan, "read", module).source.startswith("openssl module")
     assert grant(plan, "read", openssl_config).source.startswith("a host file")
 
