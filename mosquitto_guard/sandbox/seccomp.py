@@ -318,6 +318,31 @@ _NO_SETID_MODE: dict[str, dict[int, int]] = {
 _CHMOD: dict[str, dict[int, int]] = {
     "x86_64": {90: 1, 91: 1, 268: 2, 452: 2},  # chmod, fchmod, fchmodat, fchmodat2
 }
+# The calls a busy broker makes for every message, allowed before any other test, so that they
+# pass the filter in a few instructions rather than after a hundred comparisons.
+_FAST_ALLOW: dict[str, tuple[int, ...]] = {
+    "x86_64": (
+        0,  # read
+        1,  # write
+        19,  # readv
+        20,  # writev
+        44,  # sendto
+        45,  # recvfrom
+        46,  # sendmsg
+        47,  # recvmsg
+        232,  # epoll_wait
+        281,  # epoll_pwait
+        441,  # epoll_pwait2
+        228,  # clock_gettime
+        202,  # futex
+        3,  # close
+        7,  # poll
+        271,  # ppoll
+        233,  # epoll_ctl
+        288,  # accept4
+        318,  # getrandom
+    ),
+}
 # openat2 hides its mode behind a pointer; it fails with ENOSYS, so callers fall back to openat.
 _NOSYS: dict[str, tuple[int, ...]] = {"x86_64": (437,)}
 _SETID_BITS = 0o6000
@@ -494,6 +519,7 @@ def build_program(
     no_setid: dict[int, int] | None = None,
     chmod: dict[int, int] | None = None,
     nosys: tuple[int, ...] = (),
+    fast_allow: tuple[int, ...] = (),
 ) -> bytes:
     """Return the classic BPF program (8 bytes an instruction) for the given call numbers.
 
@@ -504,6 +530,7 @@ def build_program(
     `own_process`, `no_setid` and `chmod` map call numbers to the index of the argument checked:
     a pid that must be 0, a mode without the set-ID bits, and a mode checked the same way only
     when `unix_stream` is True (chmod is denied otherwise). `nosys` calls fail with ENOSYS.
+    `fast_allow` calls are allowed first, for speed; none of them may be denied or checked.
     """
     checked = checked or {}
     # Each entry is (code, jump-if-true label, jump-if-false label, k), or a label of its own
@@ -516,6 +543,11 @@ def build_program(
     ]
     if x32_base:
         body.append((_JGE_K, "deny", None, x32_base))
+    special = {*denied.values(), *notified.values(), *checked.values(), *nosys}
+    special |= {*(own_process or {}), *(no_setid or {}), *(chmod or {}), clone, clone3}
+    if special & set(fast_allow):
+        raise ValueError("a call allowed on the fast path is also denied or checked")
+    body += [(_JEQ_K, "allow", None, number) for number in fast_allow]
     body += [(_JEQ_K, "notify", None, number) for number in sorted(set(notified.values()))]
     body += [(_JEQ_K, "deny", None, number) for number in sorted(set(denied.values()))]
     body += [(_JEQ_K, "nosys", None, number) for number in nosys]
@@ -762,6 +794,7 @@ def install_seccomp(
         no_setid=_NO_SETID_MODE[machine],
         chmod=_CHMOD[machine],
         nosys=_NOSYS[machine],
+        fast_allow=_FAST_ALLOW[machine],
     )
 
     # The launcher keeps the write end open until exec or exit, both of which close it.

@@ -607,3 +607,18 @@ def test_unix_datagrams_only_when_needed() -> None:
 
     assert run_in_child(confine(True), probe)["result"] == "ok"
     assert run_in_child(confine(False), probe)["result"] == "EPERM"
+
+
+def test_fast_path_comes_first_and_allows() -> None:
+    with pytest.raises(ValueError, match="fast path"):
+        seccomp.build_program(0xC000003E, {"mount": 165}, {}, 56, 435, 1 << 30, fast_allow=(165,))
+    program = seccomp.build_program(
+        0xC000003E, {"mount": 165}, {}, 56, 435, 1 << 30, fast_allow=(0,)
+    )
+    count = len(program) // 8
+    # After the architecture check, the call number load and the x32 check: read (0).
+    code, jump_true, _, k = struct.unpack_from("<HBBI", program, 8 * 4)
+    assert (code, k) == (0x15, 0)
+    allow = count - 4  # the returns end the program: allow, deny, notify, nosys
+    assert 4 + 1 + jump_true == allow
+    assert struct.unpack_from("<HBBI", program, 8 * allow) == (0x06, 0, 0, 0x7FFF0000)
