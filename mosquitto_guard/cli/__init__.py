@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "verify plugins or a whole config against the trust policy"),
     "run": ("run", "verify everything, then replace this process with the broker"),
     "sandbox-plan": ("sandbox_plan", "print the sandbox rules run would apply, and their sources"),
+    "audit": ("audit", "report misconfigurations that let a malicious plugin in, with fixes"),
     "demo": ("demo", "show verified launch on a throwaway broker"),
     "systemd-unit": ("systemd_unit", "print a systemd drop-in that starts the broker via run"),
 }

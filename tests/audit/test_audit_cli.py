@@ -1,0 +1,42 @@
+"""The audit command: exit codes, formats and the threshold, on real config files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mosquitto_guard.cli import main
+
+
+def audit(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(["audit", *args])
+    return code, capsys.readouterr().out
+
+
+def test_root_user_fails_with_location(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "mosquitto.conf"
+    config.write_text("listener 1883 127.0.0.1\nuser root\n")
+    code, out = audit(capsys, "-c", str(config))
+    assert code == 1
+    assert f"CRITICAL PRIV-001    {config}:2: the broker runs as root" in out
+
+
+def test_threshold_hides_lower_findings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "mosquitto.conf"
+    config.write_text("listener 1883 127.0.0.1\nplugin /usr/lib/x.so#comment\n")
+    code, out = audit(capsys, "-c", str(config), "--min-severity", "critical", "--format", "json")
+    assert code == 0
+    assert json.loads(out)["findings"] == []
+
+
+def test_missing_config_is_operational_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "-c", str(tmp_path / "absent.conf")]) == 3
+    assert "config file" in capsys.readouterr().err
+
+
+def test_bad_format_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "--format", "yaml"]) == 2
