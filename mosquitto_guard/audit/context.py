@@ -1,6 +1,6 @@
 """What an audit reads: the config, the host's package, unit and processes, and the policy.
 
-Each fact is read the first time a rule asks for it and kept for the rest of the audit. A fact
+Each fact is read when a rule first needs it, and kept for the rest of the audit. A fact
 that cannot be read raises `Skip` with the reason, so every rule that needs it is reported as
 skipped, and a rule never sees half a fact.
 """
@@ -77,7 +77,7 @@ class BrokerProcess:
 
 @dataclass
 class AuditOptions:
-    """What to audit. `host` adds the package, the unit and the running broker."""
+    """The targets of an audit. `host` adds the package, the unit and the running broker."""
 
     config_paths: list[Path]
     host: bool
@@ -110,7 +110,8 @@ class AuditContext:
             return read_config(self.options.config_paths, version=self.version[:2])
         except ConfigError as error:
             self.config_error = error
-            raise Skip(f"the config cannot be read: {error}") from None
+            where = f"{error.path}:{error.line}" if error.line else error.path
+            raise Skip(f"the broker rejects the config at {where} (see SYNTAX-001)") from None
         except GuardError as error:
             raise Skip(f"the config cannot be read: {error}") from None
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Severity(enum.IntEnum):
-    """How bad a finding is; `--min-severity` compares these."""
+    """The severity of a finding, which `--min-severity` compares."""
 
     INFO = 0
     LOW = 1
@@ -43,10 +43,10 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Finding:
-    """One problem: which rule, where, what was seen, and how to fix it.
+    """One problem: the rule, the place, the evidence and the fix.
 
-    `path` and `line` point at the config line or file at fault; either may be None when the
-    finding concerns the host (a running process, the installed package).
+    `path` and `line` point at the config line or file at fault. Either may be None when the
+    finding concerns the host, such as a running process or the installed package.
     """
 
     rule: str

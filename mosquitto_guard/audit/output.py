@@ -82,8 +82,12 @@ def to_text(report: AuditReport, findings: list[Finding]) -> str:
         )
         lines.append(f"         {finding.evidence}")
         lines.append(f"         fix: {finding.fix}")
+    # Many rules share one reason (an unreadable config, no host): one line per reason.
+    reasons: dict[str, list[str]] = {}
     for skipped in report.skipped:
-        lines.append(f"skipped  {skipped.rule:11} {skipped.reason}")
+        reasons.setdefault(skipped.reason, []).append(skipped.rule)
+    for reason, rules in reasons.items():
+        lines.append(f"skipped  {', '.join(rules)}: {reason}")
     counts = {severity.label: 0 for severity in sorted(Severity, reverse=True)}
     for finding in findings:
         counts[finding.severity.label] += 1

@@ -48,6 +48,9 @@ def add_parser(
     parser.add_argument("--unit", type=Path, help="service unit file to audit (default: found)")
     parser.add_argument("--format", choices=("text", "json", "sarif"), default="text")
     parser.add_argument(
+        "--list-rules", action="store_true", help="print every rule's id, severity and title"
+    )
+    parser.add_argument(
         "--min-severity",
         choices=SEVERITIES,
         default="low",
@@ -63,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     from mosquitto_guard.audit.rules import all_rules
     from mosquitto_guard.errors import HostError
 
+    if args.list_rules:
+        for rule in all_rules():
+            print(f"{rule.id:11} {rule.severity.label:8} {rule.title}")
+        return 0
     configs = args.config or [DEFAULT_CONFIG]
     options = AuditOptions(
         config_paths=configs,

@@ -40,3 +40,34 @@ def test_missing_config_is_operational_error(
 
 def test_bad_format_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "--format", "yaml"]) == 2
+
+
+def test_list_rules_names_every_area(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = audit(capsys, "--list-rules")
+    ids = [line.split()[0] for line in out.splitlines()]
+    assert code == 0
+    assert len(ids) == len(set(ids))
+    for prefix in ("SYNTAX", "PLUGIN", "PRIV", "FILE", "NET", "HARD", "VER"):
+        assert any(rule_id.startswith(f"{prefix}-") for rule_id in ids), prefix
+
+
+def test_rejected_secret_line_is_not_echoed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mosquitto.conf"
+    config.write_text("listener 1883 127.0.0.1\nplugin_opt_password hunter2\n")
+    code, out = audit(capsys, "-c", str(config), "--format", "json")
+    assert code == 1
+    assert "hunter2" not in out
+    [syntax] = [f for f in json.loads(out)["findings"] if f["id"] == "SYNTAX-001"]
+    assert (syntax["path"], syntax["line"]) == (str(config), 2)
+
+
+def test_skipped_rules_share_one_line_per_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mosquitto.conf"
+    config.write_text("listener 1883 127.0.0.1\nnot_an_option 1\n")
+    _, out = audit(capsys, "-c", str(config))
+    reason = f"the broker rejects the config at {config}:2 (see SYNTAX-001)"
+    assert len([line for line in out.splitlines() if line.endswith(reason)]) == 1

@@ -1,11 +1,71 @@
-"""Audit rules: the user the broker and its plugins run as."""
+"""Audit rules: the user and the privileges the broker and its plugins run with.
+
+Mosquitto 2.0 starts as root and drops to `user` (default mosquitto) before it loads plugins.
+On Debian 12's 2.0.11, both `user root` and the environment variable `SNAP_NAME=mosquitto` skip
+that drop, but any other `SNAP_NAME` value does not. Mosquitto 2.1 also keeps root when `PUID`
+or `PGID` is 0, while the 2.0.11 binary does not read either variable. Debian's service unit
+sets no `User=` and no sandboxing directives.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import shlex
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from mosquitto_guard.audit.context import AuditContext
+from mosquitto_guard.audit.context import AuditContext, ServiceUnit, UnitLine
 from mosquitto_guard.audit.model import Finding, Rule, Severity
+
+# Capability names by bit number, as linux/capability.h defines them (Linux 5.9 adds 40).
+CAPABILITY_NAMES = (
+    "cap_chown",
+    "cap_dac_override",
+    "cap_dac_read_search",
+    "cap_fowner",
+    "cap_fsetid",
+    "cap_kill",
+    "cap_setgid",
+    "cap_setuid",
+    "cap_setpcap",
+    "cap_linux_immutable",
+    "cap_net_bind_service",
+    "cap_net_broadcast",
+    "cap_net_admin",
+    "cap_net_raw",
+    "cap_ipc_lock",
+    "cap_ipc_owner",
+    "cap_sys_module",
+    "cap_sys_rawio",
+    "cap_sys_chroot",
+    "cap_sys_ptrace",
+    "cap_sys_pacct",
+    "cap_sys_admin",
+    "cap_sys_boot",
+    "cap_sys_nice",
+    "cap_sys_resource",
+    "cap_sys_time",
+    "cap_sys_tty_config",
+    "cap_mknod",
+    "cap_lease",
+    "cap_audit_write",
+    "cap_audit_control",
+    "cap_setfcap",
+    "cap_mac_override",
+    "cap_mac_admin",
+    "cap_syslog",
+    "cap_wake_alarm",
+    "cap_block_suspend",
+    "cap_audit_read",
+    "cap_perfmon",
+    "cap_bpf",
+    "cap_checkpoint_restore",
+)
+SYSTEMD_TRUE = ("1", "yes", "true", "on")
+ROOT_NAMES = ("root", "0")
+
+
+# PRIV-001
 
 
 def _user_root(context: AuditContext) -> Iterator[Finding]:
@@ -18,6 +78,245 @@ def _user_root(context: AuditContext) -> Iterator[Finding]:
         )
 
 
-ROOT = Rule("PRIV-001", Severity.CRITICAL, "the broker runs as root", _user_root)
+# PRIV-002
 
-RULES = [ROOT]
+
+def _running_as_root(context: AuditContext) -> Iterator[Finding]:
+    for process in context.processes:
+        if process.uid == 0:
+            yield RUNNING_ROOT.finding(
+                f"broker pid {process.pid} runs with effective uid 0, so every plugin it loads "
+                "runs as root",
+                "remove 'user root' from the config and SNAP_NAME=mosquitto from the broker's "
+                "environment, then restart the broker",
+            )
+
+
+# PRIV-003
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """A systemd directive the unit should set, and the test its value must pass."""
+
+    key: str
+    recommended: str
+    reason: str
+    accepts: Callable[[ServiceUnit], bool]
+
+
+def _last_true(key: str, *extra: str) -> Callable[[ServiceUnit], bool]:
+    def accepts(unit: ServiceUnit) -> bool:
+        line = unit.last(key)
+        return line is not None and line.value.lower() in (*SYSTEMD_TRUE, *extra)
+
+    return accepts
+
+
+def _any_line(key: str) -> Callable[[ServiceUnit], bool]:
+    # An empty CapabilityBoundingSet= empties the bounding set, the strictest value. So any
+    # line counts here, although `ServiceUnit.values` treats an empty value as a reset.
+    def accepts(unit: ServiceUnit) -> bool:
+        return any(line.key == key for line in unit.lines)
+
+    return accepts
+
+
+def _non_empty_list(key: str) -> Callable[[ServiceUnit], bool]:
+    def accepts(unit: ServiceUnit) -> bool:
+        return bool(unit.values(key))
+
+    return accepts
+
+
+HARDENING = (
+    Hardening(
+        "NoNewPrivileges",
+        "NoNewPrivileges=yes",
+        "a plugin can gain privileges through setuid programs",
+        _last_true("NoNewPrivileges"),
+    ),
+    Hardening(
+        "ProtectSystem",
+        "ProtectSystem=strict",
+        "a plugin can write /usr and /etc, including other plugins and the config",
+        _last_true("ProtectSystem", "full", "strict"),
+    ),
+    Hardening(
+        "ProtectHome",
+        "ProtectHome=yes",
+        "a plugin can read and write home directories",
+        _last_true("ProtectHome", "read-only", "tmpfs"),
+    ),
+    Hardening(
+        "PrivateTmp",
+        "PrivateTmp=yes",
+        "a plugin shares /tmp with every other service",
+        _last_true("PrivateTmp"),
+    ),
+    Hardening(
+        "CapabilityBoundingSet",
+        "CapabilityBoundingSet=CAP_SETUID CAP_SETGID",
+        "a plugin running as root keeps every capability",
+        _any_line("CapabilityBoundingSet"),
+    ),
+    Hardening(
+        "SystemCallFilter",
+        "SystemCallFilter=@system-service",
+        "a plugin can make any system call",
+        _non_empty_list("SystemCallFilter"),
+    ),
+    Hardening(
+        "RestrictAddressFamilies",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "a plugin can open any kind of socket",
+        _non_empty_list("RestrictAddressFamilies"),
+    ),
+)
+
+
+def _unit_hardening(context: AuditContext) -> Iterator[Finding]:
+    unit = context.unit
+    yield from _unit_user(unit)
+    for directive in HARDENING:
+        if directive.accepts(unit):
+            continue
+        line = unit.last(directive.key)
+        seen = f"{directive.key}={line.value}" if line is not None else f"no {directive.key}="
+        yield UNIT.finding(
+            f"{seen}: {directive.reason}",
+            f"add {directive.recommended} to the [Service] section, for example in a drop-in "
+            f"{unit.path}.d/hardening.conf",
+            at=line.path if line is not None else unit.path,
+            line=line.line if line is not None else None,
+        )
+
+
+def _unit_user(unit: ServiceUnit) -> Iterator[Finding]:
+    dynamic = unit.last("DynamicUser")
+    if dynamic is not None and dynamic.value.lower() in SYSTEMD_TRUE:
+        return
+    user = unit.last("User")
+    if user is not None and user.value not in ROOT_NAMES:
+        return
+    seen = f"User={user.value}" if user is not None else "no User="
+    yield UNIT.finding(
+        f"{seen}: the service starts as root, so the OpenSSL config modules and the "
+        "name-service modules load as root before the broker drops privileges",
+        "add User=mosquitto and Group=mosquitto to the [Service] section",
+        at=user.path if user is not None else unit.path,
+        line=user.line if user is not None else None,
+    )
+
+
+# PRIV-004
+
+
+def _root_environment(context: AuditContext) -> Iterator[Finding]:
+    unit = context.unit
+    for line in unit.values("Environment"):
+        for name, value in _assignments(line.value):
+            yield from _environment_finding(name, value, line.path, line.line)
+    for line in unit.values("EnvironmentFile"):
+        yield from _environment_file(context, line)
+
+
+def _environment_file(context: AuditContext, line: UnitLine) -> Iterator[Finding]:
+    # A leading '-' makes systemd ignore a missing file.
+    written = line.value.removeprefix("-")
+    path = context.options.host_file(written)
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith(("#", ";")):
+            continue
+        for name, value in _assignments(stripped):
+            yield from _environment_finding(name, value, path, number)
+
+
+def _assignments(text: str) -> list[tuple[str, str]]:
+    """Split `A=1 "B=two words"` into names and values, with systemd's quoting."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    return [(word.partition("=")[0], word.partition("=")[2]) for word in words if "=" in word]
+
+
+def _environment_finding(name: str, value: str, path: Path, line: int) -> Iterator[Finding]:
+    if name == "SNAP_NAME" and value == "mosquitto":
+        yield ENVIRONMENT.finding(
+            "SNAP_NAME=mosquitto: the broker skips its privilege drop, with no warning, and "
+            "runs every plugin as root",
+            "remove SNAP_NAME from the unit's environment",
+            at=path,
+            line=line,
+        )
+    elif name in ("PUID", "PGID"):
+        keeps_root = value.strip() == "0"
+        effect = (
+            "keeps Mosquitto 2.1 and later running as root"
+            if keeps_root
+            else "replaces the config's user in Mosquitto 2.1 and later (2.0 ignores it)"
+        )
+        yield ENVIRONMENT.finding(
+            f"{name}={value}: {effect}",
+            f"remove {name} from the unit's environment, and set the account with 'user'",
+            at=path,
+            line=line,
+            severity=None if keeps_root else Severity.LOW,
+        )
+
+
+# PRIV-005
+
+
+def _effective_capabilities(context: AuditContext) -> Iterator[Finding]:
+    for process in context.processes:
+        if not process.effective_caps:
+            continue
+        names = ", ".join(capability_names(process.effective_caps))
+        yield CAPABILITIES.finding(
+            f"broker pid {process.pid} (uid {process.uid}) has effective capabilities: {names}",
+            "run it as an unprivileged user, and remove AmbientCapabilities= from the unit or "
+            "empty its CapabilityBoundingSet=",
+        )
+
+
+def capability_names(mask: int) -> list[str]:
+    """Return the names of the capabilities set in `mask`, lowest bit first."""
+    names = []
+    for bit in range(mask.bit_length()):
+        if mask >> bit & 1:
+            known = bit < len(CAPABILITY_NAMES)
+            names.append(CAPABILITY_NAMES[bit] if known else f"cap_{bit}")
+    return names
+
+
+ROOT = Rule("PRIV-001", Severity.CRITICAL, "the broker runs as root", _user_root)
+RUNNING_ROOT = Rule(
+    "PRIV-002", Severity.CRITICAL, "a running broker whose user is root", _running_as_root
+)
+UNIT = Rule(
+    "PRIV-003",
+    Severity.MEDIUM,
+    "a service unit without User= or without sandboxing directives",
+    _unit_hardening,
+)
+ENVIRONMENT = Rule(
+    "PRIV-004",
+    Severity.CRITICAL,
+    "a service environment that keeps the broker root (SNAP_NAME, PUID, PGID)",
+    _root_environment,
+)
+CAPABILITIES = Rule(
+    "PRIV-005",
+    Severity.HIGH,
+    "a running broker that holds effective capabilities",
+    _effective_capabilities,
+)
+
+RULES = [ROOT, RUNNING_ROOT, UNIT, ENVIRONMENT, CAPABILITIES]

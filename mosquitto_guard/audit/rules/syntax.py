@@ -1,8 +1,10 @@
-"""Audit rule: lines the broker would reject."""
+"""Audit rules: lines the broker would reject, and template placeholders left in the config."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 from mosquitto_guard.audit.context import AuditContext
 from mosquitto_guard.audit.model import Finding, Rule, Severity, Skip
@@ -15,12 +17,69 @@ def _rejected_lines(context: AuditContext) -> Iterator[Finding]:
         error = context.config_error
         if error is None:
             raise
+        key = error.text.split(" ", 1)[0] if error.text else ""
+        if _SECRET_KEY.search(key):
+            # The value may be a password: the evidence names the option, not the line.
+            shown = f"{error.reason} (the {key!r} line, not shown as it may hold a secret)"
+        else:
+            shown = f"{error.reason}: {error.text!r}" if error.text else error.reason
         yield SYNTAX.finding(
-            f"{error.reason}: {error.text!r}" if error.text else error.reason,
+            shown,
             error.fix or "correct the line",
             at=error.path,
             line=error.line,
         )
+
+
+# Placeholders of common template tools: Jinja and Go `{{ x }}` and `{% if %}`, ERB `<%= x %>`,
+# autoconf `@NAME@`, shell and envsubst `$NAME` and `${NAME}`, and `[name-with-dashes]`. The
+# broker expands none of them. `$SYS` and `$CONTROL` are MQTT topic prefixes, not variables.
+_PLACEHOLDER = re.compile(
+    r"\{\{.*?\}\}|\{%.*?%\}|<%.*?%>|@[A-Z][A-Z0-9_]*@"
+    r"|\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$(?!(?:SYS|CONTROL)\b)[A-Z_][A-Z0-9_]+"
+    r"|\[[a-z][a-z0-9]*(?:[-_][a-z0-9]+)+\]"
+)
+# Keys whose values may be secrets; their placeholders are reported without the value.
+_SECRET_KEY = re.compile(r"password|secret|token|psk|^plugin_opt_|^auth_opt_")
+
+
+def _files_read(context: AuditContext) -> list[Path]:
+    try:
+        return list(context.config.files)
+    except Skip:
+        # The reader stopped early: scan the files named on the command line, and the
+        # included file it stopped in.
+        files = list(context.options.config_paths)
+        error = context.config_error
+        if error is not None and Path(error.path) not in files:
+            files.append(Path(error.path))
+        return files
+
+
+def _placeholders(context: AuditContext) -> Iterator[Finding]:
+    for path in _files_read(context):
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise Skip(f"{path} cannot be read: {error.strerror}") from None
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if not stripped or stripped.startswith("#"):
+                continue
+            found = _PLACEHOLDER.search(stripped)
+            if found is None:
+                continue
+            key = stripped.split(maxsplit=1)[0]
+            if _SECRET_KEY.search(key):
+                shown = f"the value of {key!r} (not shown, as it may be a secret)"
+            else:
+                shown = f"{found.group(0)!r} in {stripped!r}"
+            yield PLACEHOLDER.finding(
+                f"a template placeholder in {shown}, which the broker reads as literal text",
+                "fill in the template (render it) before the broker reads the file",
+                at=path,
+                line=number,
+            )
 
 
 SYNTAX = Rule(
@@ -30,4 +89,11 @@ SYNTAX = Rule(
     _rejected_lines,
 )
 
-RULES = [SYNTAX]
+PLACEHOLDER = Rule(
+    "SYNTAX-002",
+    Severity.MEDIUM,
+    "a template placeholder that was never filled in",
+    _placeholders,
+)
+
+RULES = [SYNTAX, PLACEHOLDER]
