@@ -187,14 +187,20 @@ class _FileState:
 _Handler = Callable[[_FileState, Option, OptionSpec], None]
 
 
-def read_config(paths: Sequence[Path], *, version: tuple[int, int] = V2_0) -> BrokerConfig:
+def read_config(
+    paths: Sequence[Path],
+    *,
+    version: tuple[int, int] = V2_0,
+    skip: frozenset[tuple[Path, int]] = frozenset(),
+) -> BrokerConfig:
     """Read the config files `paths` in turn, as `mosquitto -c P1 -c P2 ...` would.
 
     `version` is the broker's (major, minor) version. 2.0 gets the 2.0 rules and 2.1 or later
     the 2.1 rules. An empty `BrokerConfig.listeners` means the broker runs in local-only mode
     (127.0.0.1 and ::1, port 1883). Raises `ConfigError` for the first line or file the broker
     would reject, `HostError` if a file exists but cannot be read, and `ValueError` for a
-    version before 2.0.
+    version before 2.0. Lines named in `skip` as (path, line number) are passed over, so that
+    an audit can go on past a rejected line and find the next one.
     """
     version = (version[0], version[1])
     if version < V2_0:
@@ -203,6 +209,7 @@ def read_config(paths: Sequence[Path], *, version: tuple[int, int] = V2_0) -> Br
         )
     # NOTE: releases after 2.1 are read with the 2.1 rules until their changes are known.
     reader = _Reader(V2_0 if version == V2_0 else V2_1)
+    reader.skip = skip
     main_files = [Path(path) for path in paths]
     for path in main_files:
         reader.read_main_file(path)
@@ -229,6 +236,7 @@ class _Reader:
         self.per_listener_settings = False
         self.security_used = False
         self.bridges_checked = 0
+        self.skip: frozenset[tuple[Path, int]] = frozenset()
 
         # Options whose rules go beyond the generic string, number and keyword readers.
         self.handlers: dict[str, _Handler] = {
@@ -268,6 +276,8 @@ class _Reader:
         first_listener = self.default_listener if self.version == V2_0 else None
         state = _FileState(level, first_listener)
         for number, line in enumerate(lines, start=1):
+            if (path, number) in self.skip:
+                continue
             option = parse_line(path, number, line, included_from)
             if option is not None:
                 self.options.append(option)

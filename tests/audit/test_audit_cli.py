@@ -71,3 +71,19 @@ def test_skipped_rules_share_one_line_per_reason(
     _, out = audit(capsys, "-c", str(config))
     reason = f"the broker rejects the config at {config}:2 (see SYNTAX-001)"
     assert len([line for line in out.splitlines() if line.endswith(reason)]) == 1
+
+
+def test_every_rejected_line_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The broker stops at the first bad line; the audit goes on, so all can be fixed at once."""
+    config = tmp_path / "mosquitto.conf"
+    config.write_text("listener 1883 127.0.0.1\nbogus 1\nallow_anonymous maybe\nmax_keepalive 60\n")
+    code, out = audit(capsys, "-c", str(config), "--format", "json")
+    syntax = [f for f in json.loads(out)["findings"] if f["id"] == "SYNTAX-001"]
+    assert code == 1
+    assert [finding["line"] for finding in syntax] == [2, 3]
+    assert "passed over" not in syntax[0]["evidence"]
+    assert syntax[1]["evidence"].endswith(
+        "found once the lines rejected before it were passed over"
+    )

@@ -29,12 +29,18 @@ EXPECTED: dict[str, list[tuple[str, int | None]]] = {
     "001.conf": [("SYNTAX-001", 3)],  # unknown option `z#log_type`
     "002.conf": [
         ("SYNTAX-001", 20),  # `listener [mqtt-broker-port]` reads as port 0 without a socket
+        ("SYNTAX-001", 22),  # the same for the TLS listener
+        ("SYNTAX-001", 27),  # and for the websockets listener
+        # With the three listener lines passed over, cafile, certfile and keyfile of lines
+        # 29 to 31 repeat those of lines 23 to 25 on one listener.
+        *[("SYNTAX-001", line) for line in (29, 30, 31)],
         *[
             ("SYNTAX-002", line)  # `[name-with-dashes]` placeholders
             for line in (6, 9, 10, 11, 12, 13, 14, 15, 20, 22, 23, 24, 25, 27, 29, 30, 31)
         ],
     ],
-    "007.conf": [("SYNTAX-001", 1)],  # auth_opt_backends before any auth_plugin line
+    # Every auth_opt_ line comes before the auth_plugin line of line 13.
+    "007.conf": [("SYNTAX-001", line) for line in (1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)],
     "016.conf": [*MISSING_LIMITS, ("NET-001", 1)],  # `listener 8883` binds every address
     "020.conf": [*MISSING_LIMITS, ("NET-004", 1)],  # allow_anonymous false and no listener
     "022.conf": [*MISSING_LIMITS, ("PLUGIN-002", 1)],  # auth_plugin target/debug/...dylib
@@ -42,7 +48,7 @@ EXPECTED: dict[str, list[tuple[str, int | None]]] = {
     "029.conf": [*MISSING_LIMITS, ("PRIV-001", 4)],  # user root
     "038.conf": [("SYNTAX-001", 8)],  # protocol http_api exists only in 2.1
     "047.conf": MISSING_LIMITS,  # the Debian default config: no listener, local only
-    "053.conf": [("SYNTAX-001", 4)],  # unknown option `graph_interval`
+    "053.conf": [("SYNTAX-001", 4), ("SYNTAX-001", 5)],  # graph_interval, graph_del_mult
     "055.conf": [
         *MISSING_LIMITS,
         ("NET-008", 3),  # a bridge to mqtt.ammp.io:8883
@@ -56,7 +62,7 @@ EXPECTED: dict[str, list[tuple[str, int | None]]] = {
         ("SYNTAX-002", 6),  # persistence_location $MOSQUITTO_DIR
     ],
     "058.conf": [
-        ("SYNTAX-001", 3),  # Jinja `{% if mqtt_tls %}`
+        *[("SYNTAX-001", line) for line in (3, 12, 16)],  # Jinja `{% if %}`, else, endif
         *[("SYNTAX-002", line) for line in (3, 6, 7, 8, 12, 16, 22)],
     ],
     "061.conf": MISSING_LIMITS,  # like 047.conf with persistence on

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from mosquitto_guard.audit.context import AuditContext
 from mosquitto_guard.audit.model import Finding, Rule, Severity, Skip
+from mosquitto_guard.errors import ConfigError, GuardError
+
+# How many rejected lines one audit reports; the broker itself stops at the first.
+MAX_REJECTED = 50
 
 
 def _rejected_lines(context: AuditContext) -> Iterator[Finding]:
@@ -17,18 +21,43 @@ def _rejected_lines(context: AuditContext) -> Iterator[Finding]:
         error = context.config_error
         if error is None:
             raise
-        key = error.text.split(" ", 1)[0] if error.text else ""
-        if _SECRET_KEY.search(key):
-            # The value may be a password: the evidence names the option, not the line.
-            shown = f"{error.reason} (the {key!r} line, not shown as it may hold a secret)"
+        yield _rejected(error, later=False)
+        yield from _later_rejections(context, error)
+
+
+def _later_rejections(context: AuditContext, first: ConfigError) -> Iterator[Finding]:
+    """Read the config again past each rejected line, to report the next ones too."""
+    from mosquitto_guard.config.reader import read_config
+
+    skipped: frozenset[tuple[Path, int]] = frozenset()
+    error = first
+    for _ in range(MAX_REJECTED - 1):
+        if not error.line:
+            return  # a whole file is rejected: nothing to pass over
+        skipped |= {(Path(error.path), error.line)}
+        try:
+            read_config(context.options.config_paths, version=context.version[:2], skip=skipped)
+        except ConfigError as later:
+            if (Path(later.path), later.line) in skipped:
+                return
+            error = later
+            yield _rejected(error, later=True)
+        except GuardError:
+            return
         else:
-            shown = f"{error.reason}: {error.text!r}" if error.text else error.reason
-        yield SYNTAX.finding(
-            shown,
-            error.fix or "correct the line",
-            at=error.path,
-            line=error.line,
-        )
+            return
+
+
+def _rejected(error: ConfigError, *, later: bool) -> Finding:
+    key = error.text.split(" ", 1)[0] if error.text else ""
+    if _SECRET_KEY.search(key):
+        # The value may be a password: the evidence names the option, not the line.
+        shown = f"{error.reason} (the {key!r} line, not shown as it may hold a secret)"
+    else:
+        shown = f"{error.reason}: {error.text!r}" if error.text else error.reason
+    if later:
+        shown += "; found once the lines rejected before it were passed over"
+    return SYNTAX.finding(shown, error.fix or "correct the line", at=error.path, line=error.line)
 
 
 # Placeholders of common template tools: Jinja and Go `{{ x }}` and `{% if %}`, ERB `<%= x %>`,
