@@ -99,6 +99,8 @@ class AuditContext:
     def __init__(self, options: AuditOptions) -> None:
         self.options = options
         self.config_error: ConfigError | None = None
+        # Set when a config file exists but cannot be read: the audit cannot run.
+        self.read_error: GuardError | None = None
 
     # The config.
 
@@ -113,6 +115,7 @@ class AuditContext:
             where = f"{error.path}:{error.line}" if error.line else error.path
             raise Skip(f"the broker rejects the config at {where} (see SYNTAX-001)") from None
         except GuardError as error:
+            self.read_error = error
             raise Skip(f"the config cannot be read: {error}") from None
 
     @cached_property

@@ -78,13 +78,30 @@ def run(args: argparse.Namespace) -> int:
         policy_path=args.policy,
         unit_path=args.unit,
     )
-    for config in configs:
-        if not config.exists():
-            raise HostError(
-                f"config file {config} not found", fix="give the broker's config with -c FILE"
-            )
-    report = run_audit(AuditContext(options), all_rules())
+    _check_named_files(configs, args.policy, args.unit)
+    context = AuditContext(options)
+    report = run_audit(context, all_rules())
+    if context.read_error is not None:
+        raise HostError(f"the audit could not run: {context.read_error}")
     shown = report.at_least(Severity.parse(args.min_severity))
     writer = {"text": to_text, "json": to_json, "sarif": to_sarif}[args.format]
     sys.stdout.write(writer(report, shown))
     return 1 if shown else 0
+
+
+def _check_named_files(configs: list[Path], policy: Path | None, unit: Path | None) -> None:
+    """Fail before auditing when a file the user named is missing or out of reach."""
+    from mosquitto_guard.errors import HostError, UsageError
+
+    for config in configs:
+        try:
+            found = config.is_file()
+        except OSError as error:
+            raise HostError(f"config file {config} cannot be reached: {error.strerror}") from None
+        if not found:
+            raise HostError(
+                f"config file {config} not found", fix="give the broker's config with -c FILE"
+            )
+    for what, path in (("policy file", policy), ("unit file", unit)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{what} {path} not found", fix="correct the path")

@@ -45,7 +45,8 @@ EXPECTED: dict[str, list[tuple[str, int | None]]] = {
     "020.conf": [*MISSING_LIMITS, ("NET-004", 1)],  # allow_anonymous false and no listener
     "022.conf": [*MISSING_LIMITS, ("PLUGIN-002", 1)],  # auth_plugin target/debug/...dylib
     "028.conf": [("SYNTAX-001", 19)],  # max_keepalive 0, below the 2.0 minimum of 10
-    "029.conf": [*MISSING_LIMITS, ("PRIV-001", 4)],  # user root
+    # user root; `listener 8883 0.0.0.0` binds every interface
+    "029.conf": [*MISSING_LIMITS, ("NET-001", 12), ("PRIV-001", 4)],
     "038.conf": [("SYNTAX-001", 8)],  # protocol http_api exists only in 2.1
     "047.conf": MISSING_LIMITS,  # the Debian default config: no listener, local only
     "053.conf": [("SYNTAX-001", 4), ("SYNTAX-001", 5)],  # graph_interval, graph_del_mult
@@ -68,7 +69,8 @@ EXPECTED: dict[str, list[tuple[str, int | None]]] = {
     "061.conf": MISSING_LIMITS,  # like 047.conf with persistence on
     "067.conf": [("SYNTAX-001", 20)],  # allow_anonymous = false
     "073.conf": [("SYNTAX-001", 16)],  # store_clean_interval, removed in 2.0
-    "076.conf": MISSING_LIMITS,  # loopback anonymous listener, TLS with certificates on 8883
+    # A loopback anonymous listener, and TLS with certificates on 0.0.0.0:8883 (line 12).
+    "076.conf": [*MISSING_LIMITS, ("NET-001", 12)],
     "080.conf": [*MISSING_LIMITS, ("NET-001", 1)],  # `listener 8883`, TLS 1.2
     "094.conf": [*MISSING_LIMITS, ("NET-001", 1)],  # `listener 2883`, TLS, no anonymous
 }

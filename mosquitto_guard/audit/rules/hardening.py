@@ -88,6 +88,14 @@ def _log_types(options: list[Option]) -> set[str]:
 
 
 def _log_type(context: AuditContext) -> Iterator[Finding]:
+    destinations = [option for option in context.config.find("log_dest") if option.args]
+    if destinations and all(option.args[0] == "none" for option in destinations):
+        yield LOG_TYPE.finding(
+            "'log_dest none': the broker logs nothing, plugin loading and failed logins included",
+            "log to a file, syslog or stderr: `log_dest syslog`, for example",
+            at=destinations[-1].location,
+        )
+        return
     options = [option for option in context.config.find("log_type") if option.args]
     if not options:
         return

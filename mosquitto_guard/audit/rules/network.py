@@ -159,6 +159,14 @@ def _remote_listeners(context: AuditContext) -> list[_ListenerSettings]:
     return [s for s in _listener_settings(context.config) if not _is_local(s)]
 
 
+def _is_unspecified(address: str) -> bool:
+    """Return True for 0.0.0.0 and ::, which bind every interface like no address at all."""
+    try:
+        return ipaddress.ip_address(address).is_unspecified
+    except ValueError:
+        return False
+
+
 def _at(settings: _ListenerSettings, context: AuditContext) -> Location | Path:
     """Return where to report a listener: its line, or the main file for the default one."""
     if settings.location is not None:
@@ -172,13 +180,16 @@ def _at(settings: _ListenerSettings, context: AuditContext) -> Location | Path:
 def _all_interfaces(context: AuditContext) -> Iterator[Finding]:
     for settings in _listener_settings(context.config):
         listener = settings.listener
-        if listener.address is not None or settings.last("bind_interface") is not None:
+        wildcard = listener.address is not None and _is_unspecified(listener.address)
+        named = listener.address is not None and not wildcard
+        if named or settings.last("bind_interface") is not None or listener.port == 0:
             continue
         if listener.option is None and not _opened_on_purpose(settings):
             continue  # HIDDEN reports a default listener that no port or bind_address line opened
+        what = f"binds {listener.address}" if wildcard else "has no bind address"
         yield ALL_INTERFACES.finding(
-            f"{settings.describe()} has no bind address, so it accepts connections from "
-            "every network the host is on",
+            f"{settings.describe()} {what}, so it accepts connections from every network "
+            "the host is on",
             f"name the address to listen on: `listener {listener.port} 127.0.0.1`, or the "
             "address of the one interface clients use",
             at=_at(settings, context),
@@ -315,6 +326,8 @@ def _identity_without_certificate(context: AuditContext) -> Iterator[Finding]:
     for settings in _listener_settings(context.config):
         if settings.is_true("require_certificate"):
             continue
+        if settings.last("psk_hint") is not None:
+            continue  # the PSK identity is the username, and certificates do not apply
         for key in ("use_identity_as_username", "use_subject_as_username"):
             option = settings.last(key)
             if option is not None and settings.is_true(key):

@@ -70,12 +70,24 @@ ROOT_NAMES = ("root", "0")
 
 def _user_root(context: AuditContext) -> Iterator[Finding]:
     user = context.config.last("user")
-    if user is not None and user.value.strip() == "root":
-        yield ROOT.finding(
-            "'user root' keeps the broker, and every plugin it loads, running as root",
-            "remove the line, or name an unprivileged account such as mosquitto",
-            at=user.location,
+    if user is None:
+        return
+    name = user.value.strip()
+    account = context.broker_user
+    if name == "root":
+        evidence = "'user root' keeps the broker, and every plugin it loads, running as root"
+    elif account is not None and account.pw_uid == 0:
+        evidence = (
+            f"'user {name}' names an account with uid 0, so the broker, and every plugin it "
+            "loads, keeps running as root"
         )
+    else:
+        return
+    yield ROOT.finding(
+        evidence,
+        "remove the line, or name an unprivileged account such as mosquitto",
+        at=user.location,
+    )
 
 
 # PRIV-002
@@ -186,7 +198,8 @@ def _unit_hardening(context: AuditContext) -> Iterator[Finding]:
         yield UNIT.finding(
             f"{seen}: {directive.reason}",
             f"add {directive.recommended} to the [Service] section, for example in a drop-in "
-            f"{unit.path}.d/hardening.conf",
+            f"/etc/systemd/system/{unit.path.name}.d/hardening.conf (mosquitto-guard "
+            "systemd-unit prints one)",
             at=line.path if line is not None else unit.path,
             line=line.line if line is not None else None,
         )

@@ -49,12 +49,8 @@ def _later_rejections(context: AuditContext, first: ConfigError) -> Iterator[Fin
 
 
 def _rejected(error: ConfigError, *, later: bool) -> Finding:
-    key = error.text.split(" ", 1)[0] if error.text else ""
-    if _SECRET_KEY.search(key):
-        # The value may be a password: the evidence names the option, not the line.
-        shown = f"{error.reason} (the {key!r} line, not shown as it may hold a secret)"
-    else:
-        shown = f"{error.reason}: {error.text!r}" if error.text else error.reason
+    # The line itself is never shown: a rejected line is often a misspelt password option.
+    shown = error.reason
     if later:
         shown += "; found once the lines rejected before it were passed over"
     return SYNTAX.finding(shown, error.fix or "correct the line", at=error.path, line=error.line)
@@ -87,6 +83,8 @@ def _files_read(context: AuditContext) -> list[Path]:
 
 def _placeholders(context: AuditContext) -> Iterator[Finding]:
     for path in _files_read(context):
+        if not path.is_file():
+            continue  # a FIFO or a device, which the reader rejects; reading it could block
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as error:
