@@ -73,8 +73,8 @@ def findings_of(rule_check: object, config: Path) -> list[Finding]:
 
 
 def test_fifo_config_does_not_hang(tmp_path: Path) -> None:
-    # The reader rejects a FIFO without reading it, but SYNTAX-002 then reads the same path
-    # with read_text(), which blocks until a writer opens the FIFO.
+    # The reader rejects a FIFO without reading it. A rule that read the same path would
+    # block until a writer opened the FIFO.
     fifo = tmp_path / "mosquitto.conf"
     os.mkfifo(fifo)
     try:
