@@ -23,7 +23,6 @@ from mosquitto_guard.errors import ConfigError, GuardError
 from mosquitto_guard.inventory.model import Inventory
 from mosquitto_guard.policy.model import Policy
 
-DEFAULT_CONFIG = Path("/etc/mosquitto/mosquitto.conf")
 DEFAULT_BROKER = Path("/usr/sbin/mosquitto")
 UNIT_DIRECTORIES = (
     Path("/etc/systemd/system"),

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mosquitto_guard.cli.run import DEFAULT_CONFIG
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 
-DEFAULT_CONFIG = Path("/etc/mosquitto/mosquitto.conf")
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 
 
