@@ -33,9 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("audit", "report misconfigurations that let a malicious plugin in, with fixes"),
     "demo": ("demo", "show verified launch on a throwaway broker"),
     "systemd-unit": ("systemd_unit", "print a systemd drop-in that starts the broker via run"),
+    "baseline": ("baseline", "record and sign the state of every file the broker depends on"),
+    "check": ("check", "report files changed since the signed baseline; exit code is a bitmask"),
 }
 
 logger = logging.getLogger("mosquitto_guard")
+
+# The exit bit of `check` for "the check could not run" (mosquitto_guard.integrity.compare).
+CHECK_COULD_NOT_RUN = 16
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -93,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             return 0
+        if find_command(args_list) == "check":
+            # check's exit status is a bitmask in which 2 means "files removed"; an invalid
+            # command line is "could not check".
+            return CHECK_COULD_NOT_RUN
         if find_command(args_list) == "run" and "--" not in args_list:
             print(
                 "mosquitto-guard: hint: put the broker's arguments after --, e.g. "

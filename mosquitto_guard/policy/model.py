@@ -26,6 +26,9 @@ The policy is one TOML file, by default `/etc/mosquitto-guard/policy.toml`:
     write = []                             # further directories it may write
     connect = ["db.example.com:5432"]      # further endpoints it may connect to
 
+    [integrity]
+    paths = ["/etc/mosquitto/extra.key"]   # further files the integrity baseline watches
+
 Relative paths resolve against the directory of the policy file. `revoked` entries are key ids
 (`SHA256:...` fingerprints or minisign hex ids) or public key lines.
 
@@ -73,6 +76,7 @@ TOP_LEVEL_FIELDS = {
     "state_dir",
     "run",
     "sandbox",
+    "integrity",
 }
 
 SANDBOX_MODES = ("enforce", "require", "off")
@@ -119,6 +123,7 @@ class Policy:
     state_dir: Path
     permissive: bool = False
     sandbox: SandboxSettings = SandboxSettings()
+    integrity_paths: tuple[Path, ...] = ()
 
     def trusted_key(self, key_id: str) -> TrustedKey | None:
         """Return the trusted key with this id, or None."""
@@ -233,6 +238,7 @@ class _PolicyLoader:
             state_dir=self._directory("state_dir", DEFAULT_STATE_DIR),
             permissive=self._permissive(),
             sandbox=self._sandbox(),
+            integrity_paths=tuple(self._integrity_paths()),
         )
 
     def _check_format_version(self) -> None:
@@ -409,3 +415,12 @@ class _PolicyLoader:
             write=tuple(self._paths("sandbox.write", table.get("write", []))),
             connect=tuple(connect),
         )
+
+    def _integrity_paths(self) -> list[Path]:
+        table = self.document.get("integrity", {})
+        if not isinstance(table, dict):
+            raise self.error("integrity", "must be a table ([integrity])")
+        unknown = sorted(set(table) - {"paths"})
+        if unknown:
+            raise self.error(f"integrity.{unknown[0]}", "unknown field")
+        return self._paths("integrity.paths", table.get("paths", []))

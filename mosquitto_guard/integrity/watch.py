@@ -1,0 +1,151 @@
+"""List the files an integrity baseline watches, each with the reasons it is watched.
+
+The list covers the broker executable and every library and plugin it loads, from the
+inventory. It adds every config file read and the files the config names: password, ACL, PSK,
+dynamic-security and TLS files. It also adds the host files that decide what the loader and
+OpenSSL load, `/etc/hosts.allow` and `/etc/hosts.deny`, and the systemd unit with its
+drop-ins. Last come the guard's own policy and trusted key files and the policy's
+`[integrity] paths`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mosquitto_guard.config.model import BrokerConfig
+from mosquitto_guard.config.reader import read_config
+from mosquitto_guard.inventory.collect import collect_inventory
+from mosquitto_guard.policy.model import Policy
+
+# Config options whose value is a file or directory the broker reads.
+FILE_OPTIONS = (
+    "password_file",
+    "acl_file",
+    "psk_file",
+    "cafile",
+    "capath",
+    "certfile",
+    "keyfile",
+    "crlfile",
+    "dhparamfile",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_keyfile",
+)
+DYNAMIC_SECURITY_PLUGIN = "mosquitto_dynamic_security.so"
+DYNAMIC_SECURITY_OPTION = "config_file"
+TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
+# Inventory kinds that name a directory the loader searches, not a file it loads.
+_DIRECTORY_KINDS = frozenset({"ld_library_path"})
+
+
+@dataclass(frozen=True)
+class WatchedFile:
+    """A file the baseline covers, and why: one reason per source that named it."""
+
+    path: Path
+    reasons: tuple[str, ...]
+
+
+class _WatchList:
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.reasons: dict[Path, list[str]] = {}
+
+    def add(self, path: Path | str, reason: str) -> None:
+        # The broker resolves relative paths against its working directory.
+        resolved = Path(os.path.normpath(self.cwd / path))
+        found = self.reasons.setdefault(resolved, [])
+        if reason not in found:
+            found.append(reason)
+
+    def result(self) -> list[WatchedFile]:
+        return [WatchedFile(path, tuple(self.reasons[path])) for path in sorted(self.reasons)]
+
+
+def watched_files(
+    config_paths: Sequence[Path],
+    policy: Policy,
+    broker: Path | None,
+    unit_path: Path | None,
+    *,
+    version: tuple[int, int] = (2, 0),
+    cwd: Path | None = None,
+) -> list[WatchedFile]:
+    """Return the files to watch, sorted by path, each once with every reason it is watched.
+
+    `config_paths` are the broker's `-c` files; none means the built-in default config.
+    `broker` is the executable, whose own libraries are then listed too. `unit_path` is the
+    systemd unit; its drop-ins (`UNIT.d/*.conf`) are added when they exist. Raises
+    `ConfigError` when the broker would reject the config and `HostError` when a config file
+    or the broker cannot be read.
+    """
+    watch = _WatchList(cwd if cwd is not None else Path.cwd())
+    config = read_config(config_paths, version=version) if config_paths else None
+    _add_code(watch, config, broker)
+    if config is not None:
+        _add_config(watch, config)
+    for path in TCP_WRAPPER_FILES:
+        watch.add(path, "TCP wrappers access rules")
+    if unit_path is not None:
+        _add_unit(watch, unit_path)
+    _add_policy(watch, policy)
+    return watch.result()
+
+
+def _add_code(watch: _WatchList, config: BrokerConfig | None, broker: Path | None) -> None:
+    # Build ids are read when each file is recorded, so the inventory skips them.
+    inventory = collect_inventory(
+        config, dict(os.environ), cwd=watch.cwd, broker=broker, build_ids=False
+    )
+    if broker is not None:
+        watch.add(broker, "broker executable")
+    for item in inventory.items:
+        if item.path is None or item.kind in _DIRECTORY_KINDS:
+            continue
+        watch.add(item.path, f"{item.kind} ({item.source})")
+    for path in inventory.host_files:
+        watch.add(path, "host file that decides what the broker loads")
+
+
+def _add_config(watch: _WatchList, config: BrokerConfig) -> None:
+    main_files = set(config.main_files)
+    for path in config.files:
+        watch.add(path, "main config file" if path in main_files else "included config file")
+    for option in config.find("include_dir"):
+        watch.add(option.value.strip(), f"include_dir ({option.location})")
+    for name in FILE_OPTIONS:
+        for option in config.find(name):
+            value = option.value.strip()
+            if value:
+                watch.add(value, f"{name} ({option.location})")
+    for plugin in config.plugins:
+        if Path(plugin.path.strip()).name != DYNAMIC_SECURITY_PLUGIN:
+            continue
+        for option in plugin.options.get(DYNAMIC_SECURITY_OPTION, []):
+            value = option.value.strip()
+            if value:
+                watch.add(value, f"dynamic security config ({option.location})")
+
+
+def _add_unit(watch: _WatchList, unit_path: Path) -> None:
+    # The same drop-in rule as `audit.context.read_unit`: UNIT.d/*.conf, sorted by name.
+    watch.add(unit_path, "systemd unit")
+    drop_in_dir = Path(f"{unit_path}.d")
+    if drop_in_dir.is_dir():
+        for drop_in in sorted(drop_in_dir.glob("*.conf")):
+            watch.add(drop_in, "systemd drop-in")
+
+
+def _add_policy(watch: _WatchList, policy: Policy) -> None:
+    watch.add(policy.path, "mosquitto-guard policy")
+    for trusted in policy.keys:
+        # `source` is the key file's path, or `keys[N].key` for a key written in the policy.
+        if trusted.source.startswith("/"):
+            watch.add(trusted.source, f"trusted key {trusted.name!r}")
+    for path in policy.integrity_paths:
+        watch.add(path, "policy [integrity] paths")

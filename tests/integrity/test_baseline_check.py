@@ -1,0 +1,267 @@
+"""`mosquitto-guard baseline` and `check`: a signed baseline, then tampering on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import DYNSEC_PLUGIN, Guard
+
+from mosquitto_guard.cli import main
+from mosquitto_guard.signing import MANIFEST_NAMESPACE
+from mosquitto_guard.signing.keys import load_private_key
+
+
+@dataclass
+class Setup:
+    """A broker config in the guard root, with every file it names."""
+
+    guard: Guard
+    config: Path
+    unit: Path
+
+    @property
+    def root(self) -> Path:
+        return self.guard.root
+
+    @property
+    def baseline(self) -> Path:
+        return self.root / "state" / "baseline.json"
+
+    def target_args(self) -> list[str]:
+        return [
+            "--policy",
+            str(self.guard.policy),
+            "-c",
+            str(self.config),
+            "--unit",
+            str(self.unit),
+        ]
+
+    def write_baseline(self, key: str = "alice") -> int:
+        return main(
+            [
+                "baseline",
+                *self.target_args(),
+                "--key",
+                str(self.guard.keys[key]),
+                "--output",
+                str(self.baseline),
+            ]
+        )
+
+    def check(self, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        code = main(
+            ["check", *self.target_args(), "--baseline", str(self.baseline), "--format", "json"]
+        )
+        return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def setup(guard: Guard) -> Setup:
+    root = guard.root
+    (root / "passwd").write_text("user:$7$101$c2FsdA==$aGFzaA==\n")
+    (root / "acl").write_text("topic readwrite #\n")
+    (root / "dynsec.json").write_text('{"clients": []}\n')
+    tls = root / "tls"
+    tls.mkdir()
+    for name in ("ca.pem", "cert.pem", "key-a.pem", "key-b.pem"):
+        (tls / name).write_text(f"{name} contents\n")
+    (tls / "key.pem").symlink_to("key-a.pem")
+    (root / "conf.d").mkdir()
+    (root / "conf.d" / "limits.conf").write_text("max_keepalive 120\n")
+    unit = root / "mosquitto.service"
+    unit.write_text("[Service]\nExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf\n")
+    (root / "mosquitto.service.d").mkdir()
+    (root / "mosquitto.service.d" / "guard.conf").write_text("[Service]\nExecStart=\n")
+    config = guard.config(
+        f"cafile {tls / 'ca.pem'}",
+        f"certfile {tls / 'cert.pem'}",
+        f"keyfile {tls / 'key.pem'}",
+        f"password_file {root / 'passwd'}",
+        f"acl_file {root / 'acl'}",
+        f"plugin {DYNSEC_PLUGIN}",
+        f"plugin_opt_config_file {root / 'dynsec.json'}",
+        f"include_dir {root / 'conf.d'}",
+    )
+    return Setup(guard, config, unit)
+
+
+def changes_of(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Return the changed attributes that the check reported for `path`."""
+    for entry in document["changed"]:
+        if entry["path"] == str(path):
+            return dict(entry["changes"])
+    raise AssertionError(f"{path} not reported as changed: {document['changed']}")
+
+
+def test_check_clean_after_baseline(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    assert setup.baseline.exists()
+    assert setup.baseline.with_name("baseline.json.sig").exists()
+    code, document = setup.check(capsys)
+    assert code == 0
+    assert document["status"] == "clean"
+    assert document["added"] == []
+    assert document["removed"] == []
+    assert document["changed"] == []
+
+
+def test_baseline_is_deterministic(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    first = setup.baseline.read_bytes()
+    assert setup.write_baseline() == 0
+    assert setup.baseline.read_bytes() == first
+    document = json.loads(first)
+    assert document["format_version"] == 1
+    assert list(document["files"]) == sorted(document["files"])
+
+
+def test_check_reports_config_edit(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    before = setup.config.read_bytes()
+    after = before.replace(b"persistence false", b"persistence true")
+    assert after != before
+    setup.config.write_bytes(after)
+    code, document = setup.check(capsys)
+    assert code == 4
+    changes = changes_of(document, setup.config)
+    assert changes["sha256"] == {
+        "old": hashlib.sha256(before).hexdigest(),
+        "new": hashlib.sha256(after).hexdigest(),
+    }
+    assert changes["size"] == {"old": len(before), "new": len(after)}
+    assert document["added"] == []
+    assert document["removed"] == []
+
+
+def test_check_reports_include_dir_addition(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    added = setup.root / "conf.d" / "zz-extra.conf"
+    added.write_text("max_inflight_messages 10\n")
+    code, document = setup.check(capsys)
+    assert code == 1
+    assert [entry["path"] for entry in document["added"]] == [str(added)]
+    assert document["added"][0]["reasons"] == ["included config file"]
+
+
+def test_check_reports_removed_password_file(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    (setup.root / "passwd").unlink()
+    code, document = setup.check(capsys)
+    assert code == 2
+    assert [entry["path"] for entry in document["removed"]] == [str(setup.root / "passwd")]
+    assert document["changed"] == []
+
+
+def test_check_reports_mode_change(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    acl = setup.root / "acl"
+    os.chmod(acl, 0o600)
+    assert setup.write_baseline() == 0
+    os.chmod(acl, 0o666)
+    code, document = setup.check(capsys)
+    assert code == 4
+    assert changes_of(document, acl) == {"mode": {"old": "0600", "new": "0666"}}
+
+
+def test_check_reports_tls_key_symlink_swap(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    key = setup.root / "tls" / "key.pem"
+    key.unlink()
+    key.symlink_to("key-b.pem")
+    code, document = setup.check(capsys)
+    assert code == 4
+    changes = changes_of(document, key)
+    assert changes["link_target"] == {"old": "key-a.pem", "new": "key-b.pem"}
+    target_digests = changes["target.sha256"]
+    assert target_digests["old"] == hashlib.sha256(b"key-a.pem contents\n").hexdigest()
+    assert target_digests["new"] == hashlib.sha256(b"key-b.pem contents\n").hexdigest()
+
+
+def test_check_text_lists_old_and_new(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    os.chmod(setup.root / "dynsec.json", 0o640)
+    capsys.readouterr()
+    code = main(["check", *setup.target_args(), "--baseline", str(setup.baseline)])
+    out = capsys.readouterr().out
+    assert code == 4
+    assert f"changed: {setup.root / 'dynsec.json'} (dynamic security config (" in out
+    assert "  mode: '0644' -> '0640'\n" in out
+
+
+def test_check_rejects_edited_baseline(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    data = bytearray(setup.baseline.read_bytes())
+    position = data.index(b'"size": ') + len(b'"size": ')
+    data[position] = ord("9") if data[position] != ord("9") else ord("8")
+    setup.baseline.write_bytes(bytes(data))
+    code, document = setup.check(capsys)
+    assert code == 8
+    assert document["status"] == "baseline_invalid"
+    assert "does not verify" in document["error"]
+    # The invalid baseline is left for inspection, never replaced.
+    assert setup.baseline.read_bytes() == bytes(data)
+
+
+def test_check_rejects_untrusted_signer(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup.guard.keygen("mallory")
+    assert setup.write_baseline("mallory") == 0
+    code, document = setup.check(capsys)
+    assert code == 8
+    assert "which the policy does not trust" in document["error"]
+
+
+def test_check_rejects_manifest_namespace(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    key = load_private_key(setup.guard.keys["alice"])
+    signature = key.sign(setup.baseline.read_bytes(), MANIFEST_NAMESPACE)
+    setup.baseline.with_name("baseline.json.sig").write_bytes(signature)
+    code, document = setup.check(capsys)
+    assert code == 8
+    assert "namespace 'mosquitto-guard-manifest'" in document["error"]
+
+
+def test_check_rejects_missing_signature(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    setup.baseline.with_name("baseline.json.sig").unlink()
+    code, document = setup.check(capsys)
+    assert code == 8
+    assert "no signature found" in document["error"]
+
+
+def test_check_without_baseline_fails(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    code, document = setup.check(capsys)
+    assert code == 16
+    assert document["status"] == "check_failed"
+    assert "baseline not found" in document["error"]
+
+
+def test_check_accepts_minisign_baseline(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    setup.guard.keygen("bob", kind="minisign")
+    setup.guard.write_policy(["alice", "bob"])
+    assert setup.write_baseline("alice") == 0
+    assert setup.write_baseline("bob") == 0
+    assert setup.baseline.with_name("baseline.json.minisig").exists()
+    # The SSH signature signed the replaced bytes, so it is removed.
+    assert not setup.baseline.with_name("baseline.json.sig").exists()
+    code, document = setup.check(capsys)
+    assert code == 0
+    assert document["status"] == "clean"
+
+
+def test_baseline_file_mode(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    assert stat.S_IMODE(setup.baseline.stat().st_mode) == 0o644

@@ -1,0 +1,13 @@
+"""`mosquitto-guard check` on a bad command line."""
+
+from __future__ import annotations
+
+import pytest
+
+from mosquitto_guard.cli import main
+
+
+def test_bad_command_line_is_could_not_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """2 means "files removed" in check's bitmask, so a usage error must not return it."""
+    assert main(["check", "--format", "yaml"]) == 16
+    assert "invalid choice" in capsys.readouterr().err
