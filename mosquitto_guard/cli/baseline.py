@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mosquitto_guard.cli.run import DEFAULT_CONFIG, DEFAULT_POLICY
+from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 
@@ -53,12 +53,7 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
 
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options that `baseline` and `check` share: what to watch."""
-    parser.add_argument(
-        "--policy",
-        type=Path,
-        default=DEFAULT_POLICY,
-        help=f"trust policy file (default {DEFAULT_POLICY})",
-    )
+    add_policy_argument(parser)
     parser.add_argument(
         "-c",
         "--config",

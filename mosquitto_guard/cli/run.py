@@ -49,14 +49,19 @@ def add_parser(
     )
 
 
-def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options that `run` and `verify` share."""
+def add_policy_argument(parser: argparse.ArgumentParser) -> None:
+    """Add `--policy P`, with its default."""
     parser.add_argument(
         "--policy",
         type=Path,
         default=DEFAULT_POLICY,
         help=f"trust policy file (default {DEFAULT_POLICY})",
     )
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options that `run` and `verify` share."""
+    add_policy_argument(parser)
     parser.add_argument(
         "--broker",
         type=Path,
