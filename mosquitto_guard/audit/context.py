@@ -21,9 +21,9 @@ from mosquitto_guard.audit.model import Skip
 from mosquitto_guard.config.model import BrokerConfig
 from mosquitto_guard.errors import ConfigError, GuardError
 from mosquitto_guard.inventory.model import Inventory
+from mosquitto_guard.launch.broker import DEFAULT_BROKER
 from mosquitto_guard.policy.model import Policy
 
-DEFAULT_BROKER = Path("/usr/sbin/mosquitto")
 UNIT_DIRECTORIES = (
     Path("/etc/systemd/system"),
     Path("/run/systemd/system"),

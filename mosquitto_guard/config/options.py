@@ -80,6 +80,26 @@ PLUGIN_OPTION_PREFIXES = ("plugin_opt_", "auth_opt_")
 
 PLUGIN_PATH_OPTIONS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load"})
 
+# Options whose value is a file the broker reads: access lists, secrets and TLS material.
+READ_FILE_OPTIONS = (
+    "password_file",
+    "acl_file",
+    "psk_file",
+    "cafile",
+    "certfile",
+    "keyfile",
+    "crlfile",
+    "dhparamfile",
+    "bridge_cafile",
+    "bridge_certfile",
+    "bridge_keyfile",
+)
+# Options whose value is a directory of CA certificates the broker reads.
+CERTIFICATE_DIRECTORY_OPTIONS = ("capath", "bridge_capath")
+# The one plugin Debian ships, and the option naming the file it reads and rewrites.
+DYNAMIC_SECURITY_PLUGIN = "mosquitto_dynamic_security.so"
+DYNAMIC_SECURITY_OPTION = "config_file"
+
 # 2.1 frees the old value before reading these string options, so repeating them replaces the
 # value instead of stopping the broker.
 REPLACED_IN_2_1 = frozenset(

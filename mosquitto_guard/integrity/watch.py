@@ -16,28 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mosquitto_guard.config.model import BrokerConfig
+from mosquitto_guard.config.options import (
+    CERTIFICATE_DIRECTORY_OPTIONS,
+    DYNAMIC_SECURITY_OPTION,
+    DYNAMIC_SECURITY_PLUGIN,
+    READ_FILE_OPTIONS,
+)
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.inventory.collect import collect_inventory
 from mosquitto_guard.policy.model import Policy
 
 # Config options whose value is a file or directory the broker reads.
-FILE_OPTIONS = (
-    "password_file",
-    "acl_file",
-    "psk_file",
-    "cafile",
-    "capath",
-    "certfile",
-    "keyfile",
-    "crlfile",
-    "dhparamfile",
-    "bridge_cafile",
-    "bridge_capath",
-    "bridge_certfile",
-    "bridge_keyfile",
-)
-DYNAMIC_SECURITY_PLUGIN = "mosquitto_dynamic_security.so"
-DYNAMIC_SECURITY_OPTION = "config_file"
+FILE_OPTIONS = (*READ_FILE_OPTIONS, *CERTIFICATE_DIRECTORY_OPTIONS)
 TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
 # Inventory kinds that name a directory the loader searches, not a file it loads.
 _DIRECTORY_KINDS = frozenset({"ld_library_path"})

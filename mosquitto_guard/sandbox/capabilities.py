@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mosquitto_guard.errors import HostError
+from mosquitto_guard.sandbox.libc import libc
 
 # Capability numbers, from linux/capability.h.
 CAPABILITIES = (
@@ -97,18 +98,6 @@ class CapabilityReport:
     dropped: tuple[str, ...]
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.prctl.restype = ctypes.c_int
-        _libc = lib
-    return _libc
-
-
 def _numbered() -> list[tuple[int, str]]:
     """Return (number, name) for every capability this kernel knows, newer ones included."""
     try:
@@ -123,7 +112,7 @@ def _numbered() -> list[tuple[int, str]]:
 
 def bounding_set() -> tuple[str, ...]:
     """Return the names of the capabilities in this thread's bounding set."""
-    lib = _lib()
+    lib = libc()
     return tuple(
         name for number, name in _numbered() if lib.prctl(_PR_CAPBSET_READ, number, 0, 0, 0) == 1
     )
@@ -139,7 +128,7 @@ def limit_capabilities(keep: Iterable[str]) -> CapabilityReport:
     unknown = sorted(wanted - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"unknown capability {unknown[0]}")
-    lib = _lib()
+    lib = libc()
     dropped = []
     for number, name in _numbered():
         if name in wanted or lib.prctl(_PR_CAPBSET_READ, number, 0, 0, 0) != 1:
@@ -158,7 +147,7 @@ def limit_capabilities(keep: Iterable[str]) -> CapabilityReport:
 def _clear_inheritable() -> None:
     header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
-    lib = _lib()
+    lib = libc()
     ctypes.set_errno(0)
     if lib.capget(ctypes.byref(header), data) != 0:
         raise HostError(f"reading the capability sets failed: {os.strerror(ctypes.get_errno())}")

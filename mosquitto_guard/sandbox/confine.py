@@ -30,6 +30,7 @@ from mosquitto_guard.errors import HostError
 # Imported here, not where used: once Landlock applies, Python's own files may be unreadable.
 from mosquitto_guard.sandbox.capabilities import bounding_set, limit_capabilities
 from mosquitto_guard.sandbox.landlock import LandlockRules, apply_landlock
+from mosquitto_guard.sandbox.libc import libc
 from mosquitto_guard.sandbox.mounts import mount_noexec
 from mosquitto_guard.sandbox.plan import SandboxPlan, landlock_paths, ports
 from mosquitto_guard.sandbox.seccomp import install_seccomp
@@ -88,9 +89,8 @@ def _layer(name: str, apply: Callable[[], str]) -> Layer:
 
 
 def _prctl(option: int, value: int, what: str) -> None:
-    lib = ctypes.CDLL(None, use_errno=True)
     ctypes.set_errno(0)
-    if lib.prctl(option, value, 0, 0, 0) != 0:
+    if libc().prctl(option, value, 0, 0, 0) != 0:
         error = ctypes.get_errno()
         raise HostError(f"{what} failed: {os.strerror(error)}")
 

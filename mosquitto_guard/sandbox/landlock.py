@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mosquitto_guard.errors import HostError
+from mosquitto_guard.sandbox.libc import libc
 
 # System call numbers (create_ruleset, add_rule, restrict_self). Only the architectures that the
 # product runs on are listed, so that another one is added on purpose.
@@ -161,19 +162,6 @@ def _ruleset_attr_size(abi: int) -> int:
     return 8
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.syscall.restype = ctypes.c_long
-        lib.prctl.restype = ctypes.c_int
-        _libc = lib
-    return _libc
-
-
 def _numbers() -> tuple[int, int, int]:
     machine = platform.machine()
     numbers = _SYSCALLS.get(machine)
@@ -188,7 +176,7 @@ def _numbers() -> tuple[int, int, int]:
 def _syscall(number: int, *args: ctypes.c_long | ctypes.c_void_p) -> tuple[int, int]:
     """Make a raw system call and return its result and errno (0 when it succeeded)."""
     ctypes.set_errno(0)
-    result = int(_lib().syscall(ctypes.c_long(number), *args))
+    result = int(libc().syscall(ctypes.c_long(number), *args))
     return result, (ctypes.get_errno() if result < 0 else 0)
 
 
@@ -371,7 +359,7 @@ def apply_landlock(rules: LandlockRules) -> LandlockReport:
                         )
 
         ctypes.set_errno(0)
-        if _lib().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        if libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
             raise HostError(f"setting no_new_privs failed: {os.strerror(ctypes.get_errno())}")
 
         result, err = _syscall(restrict_self, ctypes.c_long(ruleset_fd), ctypes.c_long(0))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mosquitto_guard.errors import HostError
+from mosquitto_guard.sandbox.libc import libc
 
 _CLONE_NEWNS = 0x00020000
 _MS_RDONLY = 1
@@ -94,16 +95,6 @@ class MountReport:
     already: tuple[Path, ...]
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
 def _check(result: int, what: str) -> None:
     if result != 0:
         error = ctypes.get_errno()
@@ -127,7 +118,7 @@ def mount_noexec(paths: Sequence[Path]) -> MountReport:
     already = tuple(path for path in every if path not in pending)
     if not pending:
         return MountReport(mounted=(), already=already)
-    lib = _lib()
+    lib = libc()
     ctypes.set_errno(0)
     _check(lib.unshare(_CLONE_NEWNS), "creating a private mount namespace")
     _check(

@@ -35,25 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mosquitto_guard.config.model import BrokerConfig, Option, PluginEntry
+from mosquitto_guard.config.options import CERTIFICATE_DIRECTORY_OPTIONS, READ_FILE_OPTIONS
 from mosquitto_guard.inventory.model import Inventory
 from mosquitto_guard.manifest.model import Manifest
 from mosquitto_guard.policy.model import SandboxSettings
 
-# Options whose value is a file the broker reads, and those whose value is a directory.
-READ_FILE_OPTIONS = (
-    "password_file",
-    "acl_file",
-    "psk_file",
-    "cafile",
-    "certfile",
-    "keyfile",
-    "crlfile",
-    "dhparamfile",
-    "bridge_cafile",
-    "bridge_certfile",
-    "bridge_keyfile",
-)
-READ_DIRECTORY_OPTIONS = ("capath", "bridge_capath", "http_dir")
+# Directories the broker reads: CA certificate directories, and the files it serves over HTTP.
+READ_DIRECTORY_OPTIONS = (*CERTIFICATE_DIRECTORY_OPTIONS, "http_dir")
 
 # Directories that other services share. A write grant on one of them would let a plugin drop
 # files next to theirs, so only the broker's own file inside them is granted.

@@ -81,6 +81,7 @@ import threading
 from dataclasses import dataclass
 
 from mosquitto_guard.errors import HostError
+from mosquitto_guard.sandbox.libc import libc
 
 # The denied calls, in groups. The comment before each group gives the reason a broker never
 # needs it.
@@ -478,20 +479,6 @@ class SeccompReport:
     unix_dgram: bool = True
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _lib() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        lib = ctypes.CDLL(None, use_errno=True)
-        lib.syscall.restype = ctypes.c_long
-        lib.prctl.restype = ctypes.c_int
-        lib.ioctl.restype = ctypes.c_int
-        _libc = lib
-    return _libc
-
-
 def _arch() -> tuple[str, tuple[int, dict[str, int], int, int, int, int]]:
     machine = platform.machine()
     spec = _ARCHES.get(machine)
@@ -676,7 +663,7 @@ def _load(program: bytes, seccomp_nr: int) -> int:
     instructions = (_SockFilter * count).from_buffer_copy(program)
     prog = _SockFprog(count, ctypes.cast(instructions, ctypes.POINTER(_SockFilter)))
 
-    lib = _lib()
+    lib = libc()
     ctypes.set_errno(0)
     if lib.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise HostError(f"setting no_new_privs failed: {os.strerror(ctypes.get_errno())}")
@@ -703,7 +690,7 @@ def _respond(listener: int, request: _Notif, allow: bool) -> None:
     if allow:
         response.flags = _USER_NOTIF_FLAG_CONTINUE
     # A failure (ENOENT) means the caller is gone, so no response is needed.
-    _lib().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_SEND), ctypes.byref(response))
+    libc().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_SEND), ctypes.byref(response))
 
 
 def _supervise(listener: int, launcher_gone: int, launcher: int) -> None:
@@ -719,7 +706,7 @@ def _supervise(listener: int, launcher_gone: int, launcher: int) -> None:
         if listener not in events:
             return
         request = _Notif()
-        if _lib().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_RECV), ctypes.byref(request)) != 0:
+        if libc().ioctl(listener, ctypes.c_ulong(_IOCTL_NOTIF_RECV), ctypes.byref(request)) != 0:
             if ctypes.get_errno() in (errno.EINTR, errno.ENOENT):
                 continue
             return

@@ -27,10 +27,13 @@ from mosquitto_guard.audit.context import AuditContext
 from mosquitto_guard.audit.model import Finding, Rule, Severity, Skip
 from mosquitto_guard.config.files import load_lines, parse_line
 from mosquitto_guard.config.model import Location, Option
-from mosquitto_guard.config.options import C_WHITESPACE
+from mosquitto_guard.config.options import (
+    C_WHITESPACE,
+    DYNAMIC_SECURITY_OPTION,
+    DYNAMIC_SECURITY_PLUGIN,
+)
 from mosquitto_guard.errors import ConfigError
 
-DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
 ACCESS_OPTIONS = ("password_file", "acl_file", "psk_file")
 # Each option that names a secret file, with the severity of exposing it. PSK keys and TLS
 # private keys can be used as they are, but password files contain salted hashes.
@@ -141,9 +144,9 @@ def _dynsec_files(context: AuditContext) -> list[_NamedFile]:
     """List the `plugin_opt_config_file` of each dynamic security plugin."""
     found = []
     for plugin in context.config.plugins:
-        if not plugin.path.strip(C_WHITESPACE).endswith(DYNSEC_PLUGIN):
+        if not plugin.path.strip(C_WHITESPACE).endswith(DYNAMIC_SECURITY_PLUGIN):
             continue
-        for option in plugin.options.get("config_file", []):
+        for option in plugin.options.get(DYNAMIC_SECURITY_OPTION, []):
             found.append(_NamedFile(_option_path(option), option.location))
     return found
 

@@ -16,51 +16,10 @@ from pathlib import Path
 
 from mosquitto_guard.audit.context import AuditContext, ServiceUnit, UnitLine
 from mosquitto_guard.audit.model import Finding, Rule, Severity
+from mosquitto_guard.sandbox.capabilities import CAPABILITIES as CAPABILITY_ORDER
 
-# Capability names by bit number, as linux/capability.h defines them (Linux 5.9 adds 40).
-CAPABILITY_NAMES = (
-    "cap_chown",
-    "cap_dac_override",
-    "cap_dac_read_search",
-    "cap_fowner",
-    "cap_fsetid",
-    "cap_kill",
-    "cap_setgid",
-    "cap_setuid",
-    "cap_setpcap",
-    "cap_linux_immutable",
-    "cap_net_bind_service",
-    "cap_net_broadcast",
-    "cap_net_admin",
-    "cap_net_raw",
-    "cap_ipc_lock",
-    "cap_ipc_owner",
-    "cap_sys_module",
-    "cap_sys_rawio",
-    "cap_sys_chroot",
-    "cap_sys_ptrace",
-    "cap_sys_pacct",
-    "cap_sys_admin",
-    "cap_sys_boot",
-    "cap_sys_nice",
-    "cap_sys_resource",
-    "cap_sys_time",
-    "cap_sys_tty_config",
-    "cap_mknod",
-    "cap_lease",
-    "cap_audit_write",
-    "cap_audit_control",
-    "cap_setfcap",
-    "cap_mac_override",
-    "cap_mac_admin",
-    "cap_syslog",
-    "cap_wake_alarm",
-    "cap_block_suspend",
-    "cap_audit_read",
-    "cap_perfmon",
-    "cap_bpf",
-    "cap_checkpoint_restore",
-)
+# Capability names by bit number, lower case as the capabilities(7) man page writes them.
+CAPABILITY_NAMES = tuple(name.lower() for name in CAPABILITY_ORDER)
 SYSTEMD_TRUE = ("1", "yes", "true", "on")
 ROOT_NAMES = ("root", "0")
 
