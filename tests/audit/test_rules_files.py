@@ -236,3 +236,10 @@ def test_include_dir_rules_run_on_unreadable_config(root_dir: Path, conf_d: Path
     write(conf_d / ".x.conf", "max_keepalive 60\n")
     config = main_config(root_dir, conf_d)
     assert [f.rule for f in check(files.HIDDEN, config)] == ["FILE-010"]
+
+
+def test_relative_symlink_fix_names_real_source(root_dir: Path, conf_d: Path) -> None:
+    write(root_dir / "shared.conf", "max_keepalive 60\n")
+    (conf_d / "link.conf").symlink_to("../shared.conf")
+    findings = check(files.SYMLINK, main_config(root_dir, conf_d))
+    assert findings[0].fix.endswith(f"{conf_d}/../shared.conf {conf_d}/link.conf")

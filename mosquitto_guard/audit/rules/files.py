@@ -267,11 +267,13 @@ def _symlinks(context: AuditContext) -> Iterator[Finding]:
         for entry in _entries(option):
             if entry.is_symlink() and _is_loaded_name(entry.name):
                 target = os.readlink(entry.path)
+                # A relative target is relative to the link's directory, not to the shell's.
+                source = os.path.join(os.path.dirname(entry.path), target)
                 yield SYMLINK.finding(
                     f"{entry.path} -> {target}: the broker reads the target, which the "
                     "directory's permissions do not protect",
                     f"replace the link with a copy of the file: cp --remove-destination "
-                    f"{target} {entry.path}",
+                    f"{source} {entry.path}",
                     at=option.location,
                 )
 
