@@ -2,7 +2,7 @@
 
 Each fact is read when a rule first needs it, and kept for the rest of the audit. A fact
 that cannot be read raises `Skip` with the reason, so every rule that needs it is reported as
-skipped, and a rule never sees half a fact.
+skipped, and a rule never gets half a fact.
 """
 
 from __future__ import annotations

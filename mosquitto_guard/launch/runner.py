@@ -109,7 +109,7 @@ def prepare_launch(
 ) -> LaunchPlan:
     """Run the checklist and return the plan; the problems found are in `plan.problems`.
 
-    With `sandbox`, the broker's own libraries join the inventory and `plan.sandbox` holds the
+    With `sandbox`, the broker's own libraries join the inventory and `plan.sandbox` contains the
     sandbox derived from the config, the inventory and the verified manifests.
 
     Raises `GuardError` subclasses only for failures that leave nothing to launch (the broker

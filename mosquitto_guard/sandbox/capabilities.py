@@ -11,8 +11,8 @@ processes.
 The inheritable and ambient sets are cleared as well: for a root exec the kernel adds the
 inheritable set to the new permitted set, so a capability left there would bypass the bound.
 
-`capng` and `prctl` on PyPI wrap these calls but need native libraries or have had no release in
-years; the calls are three `prctl` requests and one `capset`, made here through `ctypes`.
+The work is three `prctl` requests and one `capset`, so they are made here through `ctypes`
+rather than through a wrapper package that needs a native library.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class CapabilityReport:
 
 
 def _numbered() -> list[tuple[int, str]]:
-    """Return (number, name) for every capability this kernel knows, newer ones included."""
+    """Return (number, name) for every capability this kernel supports, newer ones included."""
     try:
         last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
     except (OSError, ValueError):
@@ -124,14 +124,14 @@ def limit_capabilities(keep: Iterable[str]) -> CapabilityReport:
     Raises `HostError` when a capability cannot be dropped, which happens without CAP_SETPCAP
     (a launcher not started as root): such a launcher gives the broker no capability anyway.
     """
-    wanted = set(keep)
-    unknown = sorted(wanted - set(CAPABILITIES))
+    kept_names = set(keep)
+    unknown = sorted(kept_names - set(CAPABILITIES))
     if unknown:
         raise ValueError(f"unknown capability {unknown[0]}")
     lib = libc()
     dropped = []
     for number, name in _numbered():
-        if name in wanted or lib.prctl(_PR_CAPBSET_READ, number, 0, 0, 0) != 1:
+        if name in kept_names or lib.prctl(_PR_CAPBSET_READ, number, 0, 0, 0) != 1:
             continue
         ctypes.set_errno(0)
         if lib.prctl(_PR_CAPBSET_DROP, number, 0, 0, 0) != 0:

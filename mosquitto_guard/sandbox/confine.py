@@ -88,11 +88,11 @@ def _layer(name: str, apply: Callable[[], str]) -> Layer:
         return Layer(name, False, str(error))
 
 
-def _prctl(option: int, value: int, what: str) -> None:
+def _prctl(option: int, value: int, action: str) -> None:
     ctypes.set_errno(0)
     if libc().prctl(option, value, 0, 0, 0) != 0:
         error = ctypes.get_errno()
-        raise HostError(f"{what} failed: {os.strerror(error)}")
+        raise HostError(f"{action} failed: {os.strerror(error)}")
 
 
 def _no_new_privs() -> str:
@@ -143,20 +143,20 @@ def _landlock(plan: SandboxPlan) -> list[Layer]:
     if unrestricted:
         detail += "; this ABI cannot restrict " + ", ".join(unrestricted)
     layers = [Layer("landlock", True, detail)]
-    for kind, what in (("net.", "landlock-network"), ("scope.", "landlock-scoping")):
+    for kind, layer_name in (("net.", "landlock-network"), ("scope.", "landlock-scoping")):
         missing = [right for right in result.missing if right.startswith(kind)]
         if missing:
             detail = f"the kernel's Landlock ABI {result.abi} lacks " + ", ".join(missing)
             needed = "6.7" if kind == "net." else "6.12"
-            layers.append(Layer(what, False, f"{detail}; fix: use Linux {needed} or later"))
+            layers.append(Layer(layer_name, False, f"{detail}; fix: use Linux {needed} or later"))
         elif kind == "net.":
             bind = ", ".join(map(str, rules.bind_tcp)) or "none"
             connect = ", ".join(map(str, rules.connect_tcp)) or "none"
-            layers.append(Layer(what, True, f"TCP bind: {bind}; TCP connect: {connect}"))
+            layers.append(Layer(layer_name, True, f"TCP bind: {bind}; TCP connect: {connect}"))
         elif rules.scope_abstract_unix:
-            layers.append(Layer(what, True, "signals and abstract UNIX sockets stay inside"))
+            layers.append(Layer(layer_name, True, "signals and abstract UNIX sockets stay inside"))
         else:
-            layers.append(Layer(what, True, "signals stay inside; abstract sockets are open"))
+            layers.append(Layer(layer_name, True, "signals stay inside; abstract sockets are open"))
     return layers
 
 

@@ -95,10 +95,10 @@ class MountReport:
     already: tuple[Path, ...]
 
 
-def _check(result: int, what: str) -> None:
+def _check(result: int, action: str) -> None:
     if result != 0:
         error = ctypes.get_errno()
-        raise HostError(f"{what} failed: {os.strerror(error)}")
+        raise HostError(f"{action} failed: {os.strerror(error)}")
 
 
 def is_noexec(path: Path) -> bool:

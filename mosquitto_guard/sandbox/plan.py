@@ -8,16 +8,20 @@ What the broker may do, and why (Mosquitto 2.0 as the Debian package builds it):
 
 - execute: its own binary and the program interpreter, nothing else. Libraries and plugins
   are mapped, which Landlock governs as reading.
-- read: the libraries and name-service modules in the inventory; the host files that decided
-  what loads (the OpenSSL config, `/etc/ld.so.cache`, `/etc/nsswitch.conf`); the account
-  databases, when the broker drops to its `user`; the libwrap tables, when it links libwrap;
-  the resolver files, when a bridge or a plugin names a host; and the files its options name
-  (TLS material, password, ACL and PSK files, `http_dir`).
+- read:
+  - the libraries and name-service modules in the inventory;
+  - the host files that decide what loads (the OpenSSL config, `/etc/ld.so.cache`,
+    `/etc/nsswitch.conf`);
+  - the account databases, when the broker drops to its `user`;
+  - the libwrap tables, when it links libwrap;
+  - the resolver files, when a bridge or a plugin names a host;
+  - the files its options name (TLS material, password, ACL and PSK files, `http_dir`).
 - write: the persistence directory, the directories of `log_dest file` and `pid_file`, the
   directory of a UNIX socket listener, and what manifests and the policy declare. The broker
   replaces its persistence file through a rename and re-creates its log after rotation, so a
-  write grant covers the whole directory, unless that directory is shared with the rest of the
-  system (`/run`, `/var/log`, `/tmp`, ...): then only the file itself is granted.
+  write grant covers the whole directory. A directory shared with the rest of the system
+  (`/run`, `/var/log`, `/tmp`, ...), or one that contains a config file, a plugin or a trust
+  anchor, is never granted: only a file the config names inside it is.
 - bind: each listener's TCP port. connect: each bridge's port and each declared endpoint's port.
 
 The sealed config and plugins are memfds, which Landlock does not restrict, so the config
@@ -324,11 +328,11 @@ def _manifest_grants(plan: SandboxPlan, plugin: LoadedPlugin, cwd: Path) -> None
         for key in keys:
             for option in entry.options.get(key, []):
                 target = _path(option.value, cwd)
-                what = f"{source}: {access}_options {key} ({option.location})"
+                grant_source = f"{source}: {access}_options {key} ({option.location})"
                 if access == "read":
-                    _add_needed(plan, "read", target, what)
+                    _add_needed(plan, "read", target, grant_source)
                 else:
-                    _add_write(plan, target, what)
+                    _add_write(plan, target, grant_source)
 
 
 def _policy_grants(plan: SandboxPlan, settings: SandboxSettings) -> None:
@@ -410,7 +414,7 @@ def _add_connect(plan: SandboxPlan, host: str, port: int, source: str) -> None:
     if not is_address(host):
         if not plan.udp:
             plan.udp, plan.udp_source = True, source
-        # The resolver falls back to TCP for answers too long for UDP.
+        # The resolver falls back to TCP for responses too long for UDP.
         plan.add("connect", DNS_PORT, f"resolving {host} ({source})")
 
 

@@ -293,10 +293,10 @@ _ARCHES: dict[str, tuple[int, dict[str, int], int, int, int, int]] = {
     "x86_64": (0xC000003E, _X86_64_NUMBERS, 317, 56, 435, 0x40000000),
 }
 
-# Calls allowed only for some argument values, by the kind of check: socket (below), ioctl,
-# mremap, calls that may act on another process (only pid 0, this process, passes), calls
-# whose mode argument may not carry the set-user-ID or set-group-ID bit (with the argument's
-# index), and chmod, allowed only for a broker with a UNIX socket listener.
+# Calls allowed only for some argument values. socket, ioctl and mremap have checks of their
+# own. The tables after this one give the index of the argument checked: a pid that must be 0
+# (this process), and a mode that may not set the set-user-ID or set-group-ID bit. chmod is
+# allowed only for a broker with a UNIX socket listener.
 _CHECKED_NUMBERS: dict[str, dict[str, int]] = {
     "x86_64": {"socket": 41, "ioctl": 16, "mremap": 25},
 }
@@ -365,7 +365,7 @@ _SOCK_STREAM = 1
 _SOCK_DGRAM = 2
 _IPPROTO_TCP = 6
 _IPPROTO_UDP = 17
-_SOCK_TYPE_MASK = 0xF  # the rest of the type argument holds SOCK_NONBLOCK and SOCK_CLOEXEC
+_SOCK_TYPE_MASK = 0xF  # the rest of the type argument carries SOCK_NONBLOCK and SOCK_CLOEXEC
 
 # Flags of `clone` that make a new namespace. CLONE_NEWTIME is left out: in `clone` its bit is
 # part of the exit signal, and only `clone3` and `unshare` accept it.
@@ -510,14 +510,17 @@ def build_program(
 ) -> bytes:
     """Return the classic BPF program (8 bytes an instruction) for the given call numbers.
 
-    `checked` maps "socket", "ioctl" and "mremap" to their numbers, to check their arguments:
-    sockets only of the families, types and protocols listed above (UDP when `udp` is True,
-    UNIX stream and datagram sockets when `unix_stream` and `unix_dgram` are True), no ioctl
-    that types into a terminal, and no mremap that makes a second mapping of the same memory.
-    `own_process`, `no_setid` and `chmod` map call numbers to the index of the argument checked:
-    a pid that must be 0, a mode without the set-ID bits, and a mode checked the same way only
-    when `unix_stream` is True (chmod is denied otherwise). `nosys` calls fail with ENOSYS.
-    `fast_allow` calls are allowed first, for speed; none of them may be denied or checked.
+    The other arguments:
+
+    - `checked` maps "socket", "ioctl" and "mremap" to their numbers. Sockets are allowed only
+      of the families, types and protocols listed above: UDP when `udp` is True, UNIX streams
+      and datagrams when `unix_stream` and `unix_dgram` are True. No ioctl may type into a
+      terminal, and no mremap may make a second mapping of the same memory.
+    - `own_process`, `no_setid` and `chmod` map call numbers to the index of the argument
+      checked: a pid that must be 0, a mode without the set-ID bits, and for chmod the same
+      mode check, only when `unix_stream` is True (chmod is denied otherwise).
+    - `nosys` calls fail with ENOSYS.
+    - `fast_allow` calls are allowed first, for speed. None of them may be denied or checked.
     """
     checked = checked or {}
     # Each entry is (code, jump-if-true label, jump-if-false label, k), or a label of its own

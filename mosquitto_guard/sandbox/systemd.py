@@ -1,9 +1,9 @@
 """systemd directives that match a sandbox plan, for the drop-in `systemd-unit` prints.
 
-systemd applies these before the launcher starts, so they hold for the launcher as well as the
-broker. They repeat the launcher's own layers (a second line of defence if one is bypassed)
-and add what only a service manager can do: a read-only file system with a few writable paths,
-private /tmp and devices, and IP address filtering in the cgroup.
+systemd applies these before the launcher starts, so they apply to the launcher as well as the
+broker. They repeat the launcher's own layers, as a second line of defence if one is bypassed.
+They also add what only a service manager can do: a read-only file system with a few writable
+paths, private /tmp and devices, and IP address filtering in the cgroup.
 
 The launcher needs a few things the broker does not: executing Python and its extension
 modules, writing the rollback state, and the Landlock and seccomp system calls, which systemd's

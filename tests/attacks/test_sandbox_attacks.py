@@ -488,7 +488,7 @@ def test_connect_unix_sockets(guard: Guard, processes: list, mode: Mode) -> None
     """A plugin cannot reach a local service through a UNIX socket, by path or abstract name.
 
     Services such as the container runtime and the init system listen on UNIX sockets. The
-    test stands in for them with sockets of its own.
+    test replaces them with sockets of its own.
     """
     directory = guard.root / "sockets"
     directory.mkdir(mode=0o755)
@@ -591,7 +591,7 @@ def test_persistence_saved_on_stop(guard: Guard, processes: list, mode: Mode) ->
 
     That is the owner the Debian package gives /var/lib/mosquitto. A broker that a `user root`
     line keeps at uid 0 has no capability under the sandbox, so it cannot write there: the
-    launch says so and names the fix.
+    launch reports it and names the fix.
     """
     files = broker_files(guard, BROKER_USER)
     config = write_config(guard, files, mode)
