@@ -38,6 +38,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+    sync_directory(directory)
+
+
+def sync_directory(directory: Path) -> None:
+    """fsync `directory`, so that renames in it survive a crash."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dir_fd)

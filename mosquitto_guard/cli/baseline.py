@@ -1,9 +1,10 @@
 """`mosquitto-guard baseline --policy P [-c CONF] --key KEY [--output FILE]`.
 
-Records every file that decides what the broker runs (see `mosquitto_guard.integrity.watch`)
+Records every file that decides what the broker runs (see `mosquitto_guard.integrity.watchlist`)
 into a JSON baseline and signs it in the namespace `mosquitto-guard-baseline`. stdout lists
 the two files written: the baseline and its signature, `FILE.sig` for an SSH key or
-`FILE.minisig` for a minisign key.
+`FILE.minisig` for a minisign key. Known-good copies of plugins and config files go to
+`known-good/` beside the baseline, for `restore`.
 
 Exit codes: 0 written; 1 the config is rejected or the key is invalid; 2 a usage or policy
 error; 3 an operational error.
@@ -13,16 +14,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
+from mosquitto_guard.integrity.scan import default_workers
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 
 if TYPE_CHECKING:
     from mosquitto_guard.integrity.baseline import Baseline
-    from mosquitto_guard.policy.model import Policy
+    from mosquitto_guard.integrity.check import Targets
+    from mosquitto_guard.integrity.watchlist import WatchedFile
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +48,40 @@ def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentP
     parser.add_argument(
         "--output",
         type=Path,
-        default=DEFAULT_BASELINE_PATH,
         metavar="FILE",
-        help=f"where to write the baseline (default {DEFAULT_BASELINE_PATH})",
+        help="where to write the baseline (default: the policy's [integrity] baseline, "
+        f"{DEFAULT_BASELINE_PATH} unless set)",
     )
     return parser
 
 
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--workers` and `--no-progress`."""
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=default_workers(),
+        metavar="N",
+        help="files read and hashed in parallel (default: the number of CPUs, "
+        f"{default_workers()} here)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar, even on a terminal"
+    )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options that `baseline` and `check` share: what to watch."""
+    """Add the options that `baseline`, `check` and `watch` share: what to watch, and how."""
     add_policy_argument(parser)
     parser.add_argument(
         "-c",
@@ -73,6 +102,7 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"systemd unit file (default: the first {SERVICE_UNIT_NAME} found in "
         "/etc/systemd/system, /run/systemd/system, /lib/systemd/system, /usr/lib/systemd/system)",
     )
+    add_scan_arguments(parser)
 
 
 def find_unit(explicit: Path | None) -> Path | None:
@@ -88,23 +118,25 @@ def find_unit(explicit: Path | None) -> Path | None:
     return None
 
 
-def current_baseline(args: argparse.Namespace, policy: Policy) -> Baseline:
-    """Record the files watched under the options in `args` now, as a `Baseline`."""
-    from mosquitto_guard.integrity.baseline import build_baseline
-    from mosquitto_guard.integrity.watch import watched_files
+def targets_from(args: argparse.Namespace) -> Targets:
+    """Return what to watch under the options in `args`."""
+    from mosquitto_guard.integrity.check import Targets
 
-    configs = args.config or [DEFAULT_CONFIG]
-    watched = watched_files(configs, policy, args.broker, find_unit(args.unit))
-    return build_baseline(watched)
+    configs = tuple(args.config or [DEFAULT_CONFIG])
+    return Targets(configs=configs, broker=args.broker, unit=find_unit(args.unit))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write and sign the baseline, and print the files written."""
+    """Write and sign the baseline, keep the known-good copies, and print the files written."""
     from mosquitto_guard.integrity.baseline import render_baseline, write_signed
+    from mosquitto_guard.integrity.progress import progress_bar
+    from mosquitto_guard.integrity.scan import scan
+    from mosquitto_guard.integrity.store import keep_copies
     from mosquitto_guard.policy.model import load_policy
     from mosquitto_guard.signing.keys import load_private_key
 
     policy = load_policy(args.policy)
+    output: Path = args.output or policy.integrity.baseline
     key = load_private_key(args.key)
     if policy.trusted_key(key.public_key.key_id) is None:
         logger.warning(
@@ -112,8 +144,26 @@ def run(args: argparse.Namespace) -> int:
             key.public_key.key_id,
             policy.path,
         )
-    baseline = current_baseline(args, policy)
-    signature = write_signed(args.output, render_baseline(baseline), key)
-    print(args.output)
+    watched = targets_from(args).watched(policy)
+    with progress_bar(len(watched), "recording", enabled=not args.no_progress) as progress:
+        baseline = scan(watched, workers=args.workers, progress=progress)
+    keep_copies(output, _copies(baseline, watched))
+    signature = write_signed(output, render_baseline(baseline), key)
+    print(output)
     print(signature)
     return 0
+
+
+def _copies(baseline: Baseline, watched: list[WatchedFile]) -> list[tuple[Path, str]]:
+    """Return (path, sha256) of each regular file marked `keep_copy`."""
+    copies: list[tuple[Path, str]] = []
+    for item in watched:
+        record = baseline.entries[str(item.path)].record
+        if not item.keep_copy:
+            continue
+        if record.get("type") == "file" and isinstance(record.get("sha256"), str):
+            copies.append((item.path, str(record["sha256"])))
+        elif record.get("type") == "symlink" and isinstance(record.get("target.sha256"), str):
+            # The copy is of the file the link resolves to, so restore can put back both.
+            copies.append((Path(os.path.realpath(item.path)), str(record["target.sha256"])))
+    return copies

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mosquitto_guard.errors import HostError, SignatureError, VerificationError
-from mosquitto_guard.fsutil import read_bounded, write_atomic
+from mosquitto_guard.fsutil import read_bounded, sync_directory, write_atomic
 from mosquitto_guard.integrity import BASELINE_NAMESPACE
-from mosquitto_guard.integrity.record import Record, record_file
-from mosquitto_guard.integrity.watch import WatchedFile
+from mosquitto_guard.integrity.record import Record
 from mosquitto_guard.policy.model import Policy
 from mosquitto_guard.signing.keys import KeyKind, PrivateKey, inspect_signature
 
@@ -36,6 +36,7 @@ SIGNATURE_SUFFIXES: dict[KeyKind, str] = {"ssh": ".sig", "minisign": ".minisig"}
 # An estimate: a record takes about 500 bytes, so this allows some 100,000 files.
 MAX_BASELINE_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 16 * 1024
+PENDING_SUFFIX = ".pending"
 
 
 class BaselineError(VerificationError):
@@ -58,15 +59,6 @@ class Baseline:
     signers: tuple[str, ...] = ()
 
 
-def build_baseline(watched: list[WatchedFile]) -> Baseline:
-    """Record every watched file now."""
-    entries = {
-        str(item.path): Entry(reasons=item.reasons, record=record_file(item.path))
-        for item in watched
-    }
-    return Baseline(entries=entries)
-
-
 def render_baseline(baseline: Baseline) -> bytes:
     """Return the baseline as JSON bytes: sorted keys, two-space indent, final newline."""
     document = {
@@ -84,24 +76,41 @@ def signature_path(baseline_path: Path, kind: KeyKind) -> Path:
     return baseline_path.with_name(baseline_path.name + SIGNATURE_SUFFIXES[kind])
 
 
+def pending_path(baseline_path: Path, kind: KeyKind) -> Path:
+    """Return where `write_signed` puts the new signature before the new baseline."""
+    return baseline_path.with_name(baseline_path.name + SIGNATURE_SUFFIXES[kind] + PENDING_SUFFIX)
+
+
 def write_signed(baseline_path: Path, data: bytes, key: PrivateKey) -> Path:
-    """Write the baseline bytes and their signature by `key`, each atomically.
+    """Write the baseline bytes and their signature by `key` so that a crash leaves a valid pair.
 
-    The signature of the other kind, when present, is removed because it signs older bytes.
+    Each step replaces one file atomically, and `load_verified` accepts the baseline with its
+    signature or with its pending signature. A crash after any step leaves the old pair or the
+    new one:
+
+     1. write the new signature to `FILE.sig.pending` (old baseline, old signature: valid);
+     2. replace FILE (new baseline, pending signature: valid);
+     3. rename the pending signature to `FILE.sig` (new pair: valid);
+     4. remove signatures of the other kind, which sign older bytes.
+
     Returns the signature's path. Raises `HostError` when a file cannot be written.
-
-    NOTE: a check that runs between the two writes reads a baseline whose signature does not
-    match, and reports the baseline as invalid.
     """
     signature = key.sign(data, BASELINE_NAMESPACE, file_name=baseline_path.name)
-    write_atomic(baseline_path, data)
+    pending = pending_path(baseline_path, key.kind)
     target = signature_path(baseline_path, key.kind)
-    write_atomic(target, signature)
+    write_atomic(pending, signature)
+    write_atomic(baseline_path, data)
+    try:
+        os.replace(pending, target)
+        sync_directory(baseline_path.parent)
+    except OSError as error:
+        raise HostError(f"cannot rename {pending} to {target}: {error.strerror}") from None
     for kind in SIGNATURE_SUFFIXES:
-        stale = signature_path(baseline_path, kind)
-        if stale != target and stale.exists():
+        if kind == key.kind:
+            continue
+        for stale in (signature_path(baseline_path, kind), pending_path(baseline_path, kind)):
             try:
-                stale.unlink()
+                stale.unlink(missing_ok=True)
             except OSError as error:
                 raise HostError(
                     f"cannot remove stale signature {stale}: {error.strerror}"
@@ -119,8 +128,10 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     """
     # Verification steps; every failure raises, so nothing unverified is parsed:
     #  1. Read the baseline bytes, at most MAX_BASELINE_BYTES.
-    #  2. Collect FILE.sig and FILE.minisig; none is an error.
+    #  2. Collect FILE.sig, FILE.minisig and their pending copies; none is an error.
     #  3. For each: check its namespace, skip revoked and untrusted keys, verify the bytes.
+    #     A pending signature that does not match is left over from a write that stopped
+    #     before it replaced the baseline, and is skipped.
     #  4. Require at least one trusted signature that verified.
     #  5. Parse the JSON and check its structure.
     # NOTE: one trusted signature is enough; the policy's threshold applies to manifests only.
@@ -133,9 +144,10 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
 
     # Step 2.
     signatures = [
-        (signature_path(baseline_path, kind), kind)
+        (path, kind)
         for kind in SIGNATURE_SUFFIXES
-        if signature_path(baseline_path, kind).exists()
+        for path in (signature_path(baseline_path, kind), pending_path(baseline_path, kind))
+        if path.exists()
     ]
     if not signatures:
         raise BaselineError(
@@ -192,6 +204,9 @@ def _check_signature(
     try:
         trusted.key.verify(data, raw, BASELINE_NAMESPACE)
     except SignatureError as error:
+        if path.name.endswith(PENDING_SUFFIX):
+            skipped.append(f"{path.name} signs other bytes (left by an interrupted write)")
+            return None
         raise BaselineError(
             f"{path}: signature by key {info.key_id} ({trusted.name}) does not verify: "
             f"{error.message}; the baseline changed after it was signed",

@@ -4,7 +4,8 @@ A path is added when it is watched now and exists, but the baseline has no entry
 recorded it as missing. It is removed when the baseline recorded it as present, but it is
 missing now or no longer watched. It is changed when it exists in both and any recorded
 attribute differs; each change carries the old and the new value. A path missing in both is
-not reported.
+not reported. A changed ctime alone is not a change: the content, mode and owner that decide
+what the broker runs are the same. When something else changed, the ctime is listed too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ REMOVED = 2
 CHANGED = 4
 BASELINE_INVALID = 8
 CHECK_FAILED = 16
+
+# Attributes that are reported only beside another change.
+INFORMATIONAL = frozenset({"ctime", "target.ctime"})
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,8 @@ class Difference:
     path: str
     reasons: tuple[str, ...]
     changes: tuple[Change, ...] = ()
+    # Set when the change is expected: what explains it.
+    explanation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the difference as JSON-ready values."""
@@ -48,16 +54,28 @@ class Difference:
             result["changes"] = {
                 change.attribute: {"old": change.old, "new": change.new} for change in self.changes
             }
+        if self.explanation is not None:
+            result["explanation"] = self.explanation
         return result
 
 
 @dataclass(frozen=True)
 class Report:
-    """Every difference, sorted by path within each kind."""
+    """Every difference, sorted by path within each kind.
+
+    `expected` holds the changes that something trusted explains (see
+    `integrity.expected`); they set no exit bit and raise no alert.
+    """
 
     added: tuple[Difference, ...]
     removed: tuple[Difference, ...]
     changed: tuple[Difference, ...]
+    expected: tuple[Difference, ...] = ()
+
+    @property
+    def alerts(self) -> tuple[Difference, ...]:
+        """Return every unexpected difference: added, then removed, then changed."""
+        return self.added + self.removed + self.changed
 
     @property
     def exit_code(self) -> int:
@@ -94,8 +112,11 @@ def _present(record: Record) -> bool:
 
 
 def _changes(old: Record, new: Record) -> tuple[Change, ...]:
-    return tuple(
+    changes = tuple(
         Change(attribute, old.get(attribute), new.get(attribute))
         for attribute in sorted(set(old) | set(new))
         if old.get(attribute) != new.get(attribute)
     )
+    if all(change.attribute in INFORMATIONAL for change in changes):
+        return ()
+    return changes

@@ -27,7 +27,9 @@ The policy is one TOML file, by default `/etc/mosquitto-guard/policy.toml`:
     connect = ["db.example.com:5432"]      # further endpoints it may connect to
 
     [integrity]
-    paths = ["/etc/mosquitto/extra.key"]   # further files the integrity baseline watches
+    paths = ["/etc/mosquitto/extra.key"]   # further files or trees the baseline watches
+    baseline = "baseline.json"             # default: baseline.json in state_dir
+    require_clean_check = false            # true: run refuses to start on a failed check
 
 Relative paths resolve against the directory of the policy file. `revoked` entries are key ids
 (`SHA256:...` fingerprints or minisign hex ids) or public key lines.
@@ -58,6 +60,7 @@ from mosquitto_guard.signing.keys import PublicKey, load_public_key, parse_publi
 
 DEFAULT_POLICY_PATH = Path("/etc/mosquitto-guard/policy.toml")
 DEFAULT_MANIFEST_DIR = "manifests"
+DEFAULT_BASELINE_NAME = "baseline.json"
 DEFAULT_STATE_DIR = "/var/lib/mosquitto-guard"
 FORMAT_VERSION = 1
 MAX_POLICY_BYTES = 256 * 1024
@@ -98,6 +101,20 @@ class SandboxSettings:
 
 
 @dataclass(frozen=True)
+class IntegritySettings:
+    """The `[integrity]` table.
+
+    `paths` adds files, or directory trees, to the baseline. `baseline` is the signed baseline
+    `check`, `watch`, `restore` and `run` read. With `require_clean_check`, `run` refuses to start
+    the broker unless that baseline verifies and every difference from it is expected.
+    """
+
+    baseline: Path
+    paths: tuple[Path, ...] = ()
+    require_clean_check: bool = False
+
+
+@dataclass(frozen=True)
 class TrustedKey:
     """A key the policy trusts: its name in the policy, the key, and where it was written."""
 
@@ -121,9 +138,9 @@ class Policy:
     plugin_dirs: tuple[Path, ...]
     manifest_dir: Path
     state_dir: Path
+    integrity: IntegritySettings
     permissive: bool = False
     sandbox: SandboxSettings = SandboxSettings()
-    integrity_paths: tuple[Path, ...] = ()
 
     def trusted_key(self, key_id: str) -> TrustedKey | None:
         """Return the trusted key with this id, or None."""
@@ -228,6 +245,7 @@ class _PolicyLoader:
                     f"key {trusted.name!r} ({trusted.key_id}) is also listed in revoked",
                     fix="remove it from [[keys]] or from revoked",
                 )
+        state_dir = self._directory("state_dir", DEFAULT_STATE_DIR)
         return Policy(
             path=self.path,
             threshold=threshold,
@@ -235,10 +253,10 @@ class _PolicyLoader:
             revoked=frozenset(revoked),
             plugin_dirs=tuple(self._plugin_dirs()),
             manifest_dir=self._directory("manifest_dir", DEFAULT_MANIFEST_DIR),
-            state_dir=self._directory("state_dir", DEFAULT_STATE_DIR),
+            state_dir=state_dir,
             permissive=self._permissive(),
             sandbox=self._sandbox(),
-            integrity_paths=tuple(self._integrity_paths()),
+            integrity=self._integrity(state_dir),
         )
 
     def _check_format_version(self) -> None:
@@ -416,11 +434,27 @@ class _PolicyLoader:
             connect=tuple(connect),
         )
 
-    def _integrity_paths(self) -> list[Path]:
+    def _integrity(self, state_dir: Path) -> IntegritySettings:
         table = self.document.get("integrity", {})
         if not isinstance(table, dict):
             raise self.error("integrity", "must be a table ([integrity])")
-        unknown = sorted(set(table) - {"paths"})
+        unknown = sorted(set(table) - {"paths", "baseline", "require_clean_check"})
         if unknown:
             raise self.error(f"integrity.{unknown[0]}", "unknown field")
-        return self._paths("integrity.paths", table.get("paths", []))
+        baseline = table.get("baseline")
+        if baseline is None:
+            baseline_path = state_dir / DEFAULT_BASELINE_NAME
+        elif isinstance(baseline, str) and baseline and baseline.isprintable():
+            baseline_path = self._resolve(baseline)
+        else:
+            raise self.error("integrity.baseline", f"must be a non-empty path, not {baseline!r}")
+        require = table.get("require_clean_check", False)
+        if not isinstance(require, bool):
+            raise self.error(
+                "integrity.require_clean_check", f"must be true or false, not {require!r}"
+            )
+        return IntegritySettings(
+            baseline=baseline_path,
+            paths=tuple(self._paths("integrity.paths", table.get("paths", []))),
+            require_clean_check=require,
+        )

@@ -11,7 +11,7 @@ from support import DYNSEC_PLUGIN, MOSQUITTO, Guard
 
 from mosquitto_guard.errors import PolicyError
 from mosquitto_guard.integrity.record import record_file
-from mosquitto_guard.integrity.watch import watched_files
+from mosquitto_guard.integrity.watchlist import watched_files
 from mosquitto_guard.policy.model import load_policy
 
 
@@ -73,7 +73,8 @@ def test_watched_files_cover_every_source(guard: Guard) -> None:
     for path in expected:
         assert path in watched, path
     assert watched[root / "dynsec.json"][0].startswith("dynamic security config (")
-    assert watched[hidden] == ("included config file",)
+    assert watched[hidden][0] == "included config file"
+    assert watched[hidden][1].startswith("include_dir (")
     assert any(path.name.startswith("libc.so") for path in watched)
     assert list(watched) == sorted(watched)
 

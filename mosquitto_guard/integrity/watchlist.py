@@ -6,6 +6,10 @@ dynamic-security and TLS files. It also adds the host files that decide what the
 OpenSSL load, `/etc/hosts.allow` and `/etc/hosts.deny`, and the systemd unit with its
 drop-ins. Last come the guard's own policy and trusted key files and the policy's
 `[integrity] paths`.
+
+Directories are walked: every file in a certificate directory (`capath`) and in each
+include_dir, and the whole tree below a directory in `[integrity] paths`. Symlinks are
+recorded, never followed into another tree.
 """
 
 from __future__ import annotations
@@ -31,30 +35,43 @@ FILE_OPTIONS = (*READ_FILE_OPTIONS, *CERTIFICATE_DIRECTORY_OPTIONS)
 TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
 # Inventory kinds that name a directory the loader searches, not a file it loads.
 _DIRECTORY_KINDS = frozenset({"ld_library_path"})
+_PLUGIN_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load"})
 
 
 @dataclass(frozen=True)
 class WatchedFile:
-    """A file the baseline covers, and why: one reason per source that named it."""
+    """A file the baseline covers, and why: one reason per source that named it.
+
+    `keep_copy` is set for plugins, config files and the files the config names: `baseline`
+    keeps a known-good copy of them for `restore`. Package files (the broker, its libraries)
+    are restored by reinstalling the package instead.
+    """
 
     path: Path
     reasons: tuple[str, ...]
+    keep_copy: bool = False
 
 
 class _WatchList:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
         self.reasons: dict[Path, list[str]] = {}
+        self.copies: set[Path] = set()
 
-    def add(self, path: Path | str, reason: str) -> None:
+    def add(self, path: Path | str, reason: str, *, copy: bool = False) -> None:
         # The broker resolves relative paths against its working directory.
         resolved = Path(os.path.normpath(self.cwd / path))
         found = self.reasons.setdefault(resolved, [])
         if reason not in found:
             found.append(reason)
+        if copy:
+            self.copies.add(resolved)
 
     def result(self) -> list[WatchedFile]:
-        return [WatchedFile(path, tuple(self.reasons[path])) for path in sorted(self.reasons)]
+        return [
+            WatchedFile(path, tuple(self.reasons[path]), path in self.copies)
+            for path in sorted(self.reasons)
+        ]
 
 
 def watched_files(
@@ -97,7 +114,8 @@ def _add_code(watch: _WatchList, config: BrokerConfig | None, broker: Path | Non
     for item in inventory.items:
         if item.path is None or item.kind in _DIRECTORY_KINDS:
             continue
-        watch.add(item.path, f"{item.kind} ({item.source})")
+        copy = item.kind in _PLUGIN_KINDS
+        watch.add(item.path, f"{item.kind} ({item.source})", copy=copy)
     for path in inventory.host_files:
         watch.add(path, "host file that decides what the broker loads")
 
@@ -105,37 +123,62 @@ def _add_code(watch: _WatchList, config: BrokerConfig | None, broker: Path | Non
 def _add_config(watch: _WatchList, config: BrokerConfig) -> None:
     main_files = set(config.main_files)
     for path in config.files:
-        watch.add(path, "main config file" if path in main_files else "included config file")
+        reason = "main config file" if path in main_files else "included config file"
+        watch.add(path, reason, copy=True)
     for option in config.find("include_dir"):
-        watch.add(option.value.strip(), f"include_dir ({option.location})")
+        reason = f"include_dir ({option.location})"
+        watch.add(option.value.strip(), reason)
+        _add_tree(watch, option.value.strip(), reason, recursive=False)
     for name in FILE_OPTIONS:
         for option in config.find(name):
             value = option.value.strip()
             if value:
-                watch.add(value, f"{name} ({option.location})")
+                watch.add(value, f"{name} ({option.location})", copy=True)
+    for name in CERTIFICATE_DIRECTORY_OPTIONS:
+        for option in config.find(name):
+            if option.value.strip():
+                reason = f"{name} ({option.location})"
+                _add_tree(watch, option.value.strip(), reason, recursive=False, copy=True)
     for plugin in config.plugins:
         if Path(plugin.path.strip()).name != DYNAMIC_SECURITY_PLUGIN:
             continue
         for option in plugin.options.get(DYNAMIC_SECURITY_OPTION, []):
             value = option.value.strip()
             if value:
-                watch.add(value, f"dynamic security config ({option.location})")
+                watch.add(value, f"dynamic security config ({option.location})", copy=True)
 
 
 def _add_unit(watch: _WatchList, unit_path: Path) -> None:
     # The same drop-in rule as `audit.context.read_unit`: UNIT.d/*.conf, sorted by name.
-    watch.add(unit_path, "systemd unit")
+    watch.add(unit_path, "systemd unit", copy=True)
     drop_in_dir = Path(f"{unit_path}.d")
     if drop_in_dir.is_dir():
         for drop_in in sorted(drop_in_dir.glob("*.conf")):
-            watch.add(drop_in, "systemd drop-in")
+            watch.add(drop_in, "systemd drop-in", copy=True)
 
 
 def _add_policy(watch: _WatchList, policy: Policy) -> None:
-    watch.add(policy.path, "mosquitto-guard policy")
+    watch.add(policy.path, "mosquitto-guard policy", copy=True)
     for trusted in policy.keys:
         # `source` is the key file's path, or `keys[N].key` for a key written in the policy.
         if trusted.source.startswith("/"):
-            watch.add(trusted.source, f"trusted key {trusted.name!r}")
-    for path in policy.integrity_paths:
+            watch.add(trusted.source, f"trusted key {trusted.name!r}", copy=True)
+    for path in policy.integrity.paths:
         watch.add(path, "policy [integrity] paths")
+        _add_tree(watch, path, "policy [integrity] paths", recursive=True)
+
+
+def _add_tree(
+    watch: _WatchList, top: Path | str, reason: str, *, recursive: bool, copy: bool = False
+) -> None:
+    """Add every entry below the directory `top`; nothing when `top` is not a directory."""
+    root = watch.cwd / top
+    if root.is_symlink() or not root.is_dir():
+        return
+    for directory, subdirectories, names in os.walk(root):
+        for name in names:
+            watch.add(Path(directory) / name, reason, copy=copy)
+        for name in subdirectories:
+            watch.add(Path(directory) / name, reason)
+        if not recursive:
+            return
