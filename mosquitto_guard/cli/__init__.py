@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "systemd-unit": ("systemd_unit", "print a systemd drop-in that starts the broker via run"),
     "baseline": ("baseline", "record and sign the state of every file the broker depends on"),
     "check": ("check", "report files changed since the signed baseline; exit code is a bitmask"),
+    "restore": ("restore", "put back the known-good copy of a file from the signed baseline"),
 }
 
 logger = logging.getLogger("mosquitto_guard")

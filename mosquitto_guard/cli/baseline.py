@@ -15,22 +15,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
 from mosquitto_guard.integrity.scan import default_workers
+from mosquitto_guard.integrity.watchlist import SERVICE_UNIT_NAME, Targets, default_unit
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 
 if TYPE_CHECKING:
     from mosquitto_guard.integrity.baseline import Baseline
-    from mosquitto_guard.integrity.check import Targets
     from mosquitto_guard.integrity.watchlist import WatchedFile
 
 logger = logging.getLogger(__name__)
-
-SERVICE_UNIT_NAME = "mosquitto.service"
 
 
 def add_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -88,42 +87,32 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         action="append",
-        help=f"broker config file, repeatable (default {DEFAULT_CONFIG})",
+        help=f"broker config file, repeatable (default: as the baseline recorded, else "
+        f"{DEFAULT_CONFIG})",
     )
     parser.add_argument(
         "--broker",
         type=Path,
-        default=DEFAULT_BROKER,
-        help=f"the mosquitto binary (default {DEFAULT_BROKER})",
+        help=f"the mosquitto binary (default: as the baseline recorded, else {DEFAULT_BROKER})",
     )
     parser.add_argument(
         "--unit",
         type=Path,
-        help=f"systemd unit file (default: the first {SERVICE_UNIT_NAME} found in "
-        "/etc/systemd/system, /run/systemd/system, /lib/systemd/system, /usr/lib/systemd/system)",
+        help="systemd unit file (default: as the baseline recorded, else the first "
+        f"{SERVICE_UNIT_NAME} in /etc/systemd/system, /run/systemd/system, /lib/systemd/system "
+        "or /usr/lib/systemd/system)",
     )
     add_scan_arguments(parser)
 
 
 def find_unit(explicit: Path | None) -> Path | None:
     """Return `explicit`, else the first installed mosquitto unit, else None."""
-    if explicit is not None:
-        return explicit
-    from mosquitto_guard.audit.context import UNIT_DIRECTORIES
-
-    for directory in UNIT_DIRECTORIES:
-        candidate = directory / SERVICE_UNIT_NAME
-        if candidate.exists():
-            return candidate
-    return None
+    return explicit if explicit is not None else default_unit()
 
 
 def targets_from(args: argparse.Namespace) -> Targets:
-    """Return what to watch under the options in `args`."""
-    from mosquitto_guard.integrity.check import Targets
-
-    configs = tuple(args.config or [DEFAULT_CONFIG])
-    return Targets(configs=configs, broker=args.broker, unit=find_unit(args.unit))
+    """Return the targets the options in `args` name; the fields not given are empty."""
+    return Targets(configs=tuple(args.config or ()), broker=args.broker, unit=args.unit)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,9 +133,10 @@ def run(args: argparse.Namespace) -> int:
             key.public_key.key_id,
             policy.path,
         )
-    watched = targets_from(args).watched(policy)
+    targets = targets_from(args).resolve(None)
+    watched = targets.watched(policy)
     with progress_bar(len(watched), "recording", enabled=not args.no_progress) as progress:
-        baseline = scan(watched, workers=args.workers, progress=progress)
+        baseline = replace(scan(watched, workers=args.workers, progress=progress), targets=targets)
     keep_copies(output, _copies(baseline, watched))
     signature = write_signed(output, render_baseline(baseline), key)
     print(output)

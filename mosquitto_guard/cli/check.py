@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,18 +88,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         policy = load_policy(args.policy)
         baseline_path: Path = args.baseline or policy.integrity.baseline
-        targets = targets_from(args)
-        watched = targets.watched(policy)
-        with progress_bar(len(watched), "checking", enabled=not args.no_progress) as progress:
-            result = check_now(
-                baseline_path,
-                policy,
-                targets,
-                workers=args.workers,
-                fast=args.fast,
-                progress=progress,
-                watched=watched,
-            )
+        result = check_now(
+            baseline_path,
+            policy,
+            targets_from(args),
+            workers=args.workers,
+            fast=args.fast,
+            bar=partial(progress_bar, label="checking", enabled=not args.no_progress),
+        )
     except BaselineError as error:
         return _fail(args, BASELINE_INVALID, "baseline_invalid", f"baseline invalid: {error}")
     except GuardError as error:

@@ -12,6 +12,7 @@ from mosquitto_guard.launch.broker import DEFAULT_BROKER
 
 if TYPE_CHECKING:
     from mosquitto_guard.launch.runner import LaunchPlan
+    from mosquitto_guard.policy.model import Policy
     from mosquitto_guard.sandbox.plan import SandboxPlan
 
 DEFAULT_POLICY = Path("/etc/mosquitto-guard/policy.toml")
@@ -108,11 +109,60 @@ def run(args: argparse.Namespace) -> int:
         sandbox=mode != "off",
     )
     finish_plan(plan, policy, permissive=permissive)
+    if policy.integrity.require_clean_check:
+        _require_clean_check(
+            plan, policy, broker_arguments(args.broker_args), args.broker, permissive=permissive
+        )
     if plan.sandbox is None:
         _say("off: the broker starts unconfined")
     else:
         _confine(plan, plan.sandbox, mode, permissive=permissive)
     exec_broker(plan)
+
+
+def _require_clean_check(
+    plan: LaunchPlan, policy: Policy, broker_args: list[str], broker: Path, *, permissive: bool
+) -> None:
+    """Reject the launch unless the signed baseline verifies and nothing unexpected changed."""
+    from mosquitto_guard.errors import GuardError, LaunchRejected
+    from mosquitto_guard.integrity.check import check_now
+    from mosquitto_guard.integrity.scan import default_workers
+    from mosquitto_guard.integrity.watchlist import Targets
+    from mosquitto_guard.inventory.argv import parse_broker_args
+
+    configs = tuple(Path(path) for path in parse_broker_args(broker_args).config_files)
+    baseline = policy.integrity.baseline
+    try:
+        result = check_now(
+            baseline, policy, Targets(configs=configs, broker=broker), workers=default_workers()
+        )
+    except GuardError as error:
+        problems = [f"integrity: the baseline check could not pass: {error}"]
+    else:
+        problems = [
+            f"integrity: {difference.kind} since the baseline {baseline}: {difference.path}"
+            for difference in result.report.alerts
+        ]
+        for difference in result.report.expected:
+            _log_integrity(f"expected change: {difference.path}: {difference.explanation}")
+    if not problems:
+        _log_integrity(f"every watched file matches the baseline {baseline}")
+        return
+    if permissive:
+        for problem in problems:
+            _log_integrity(f"permissive, starting anyway: {problem}")
+        return
+    for fd in plan.inherit_fds:
+        os.close(fd)
+    hint = (
+        "[integrity] require_clean_check is set: review the changes with mosquitto-guard "
+        "check, then restore the files or write a new baseline"
+    )
+    raise LaunchRejected([*problems, hint])
+
+
+def _log_integrity(message: str) -> None:
+    print(f"mosquitto-guard: integrity: {message}", file=sys.stderr, flush=True)
 
 
 def _confine(plan: LaunchPlan, sandbox: SandboxPlan, mode: str, *, permissive: bool) -> None:

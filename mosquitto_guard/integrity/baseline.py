@@ -4,6 +4,8 @@ The baseline is a JSON document, rendered with sorted keys so the same files alw
 same bytes:
 
     {"format_version": 1,
+     "targets": {"configs": ["/etc/mosquitto/mosquitto.conf"], "broker": "/usr/sbin/mosquitto",
+                 "unit": "/lib/systemd/system/mosquitto.service"},
      "files": {"/etc/mosquitto/mosquitto.conf":
                  {"reasons": ["main config file"],
                   "record": {"type": "file", "sha256": "...", "size": 1234, ...}}}}
@@ -14,6 +16,7 @@ namespace `mosquitto-guard-baseline`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +28,7 @@ from mosquitto_guard.errors import HostError, SignatureError, VerificationError
 from mosquitto_guard.fsutil import read_bounded, sync_directory, write_atomic
 from mosquitto_guard.integrity import BASELINE_NAMESPACE
 from mosquitto_guard.integrity.record import Record
+from mosquitto_guard.integrity.watchlist import Targets
 from mosquitto_guard.policy.model import Policy
 from mosquitto_guard.signing.keys import KeyKind, PrivateKey, inspect_signature
 
@@ -36,11 +40,16 @@ SIGNATURE_SUFFIXES: dict[KeyKind, str] = {"ssh": ".sig", "minisign": ".minisig"}
 # An estimate: a record takes about 500 bytes, so this allows some 100,000 files.
 MAX_BASELINE_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 16 * 1024
-PENDING_SUFFIX = ".pending"
+# Hex digits of the baseline's SHA-256 in the name of a pending signature.
+PENDING_DIGEST_LENGTH = 16
 
 
 class BaselineError(VerificationError):
     """The baseline or its signature failed verification: it must not be trusted."""
+
+
+class _Mismatch(BaselineError):
+    """A trusted key's signature does not match the baseline bytes."""
 
 
 @dataclass(frozen=True)
@@ -53,21 +62,25 @@ class Entry:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A baseline: each watched path mapped to its entry, and the key ids that signed it."""
+    """A baseline: each watched path mapped to its entry, the targets the watch list was
+    derived from, and the key ids that signed it."""
 
     entries: dict[str, Entry]
     signers: tuple[str, ...] = ()
+    targets: Targets | None = None
 
 
 def render_baseline(baseline: Baseline) -> bytes:
     """Return the baseline as JSON bytes: sorted keys, two-space indent, final newline."""
-    document = {
+    document: dict[str, object] = {
         "format_version": FORMAT_VERSION,
         "files": {
             path: {"reasons": list(entry.reasons), "record": entry.record}
             for path, entry in baseline.entries.items()
         },
     }
+    if baseline.targets is not None:
+        document["targets"] = baseline.targets.to_dict()
     return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -76,46 +89,61 @@ def signature_path(baseline_path: Path, kind: KeyKind) -> Path:
     return baseline_path.with_name(baseline_path.name + SIGNATURE_SUFFIXES[kind])
 
 
-def pending_path(baseline_path: Path, kind: KeyKind) -> Path:
-    """Return where `write_signed` puts the new signature before the new baseline."""
-    return baseline_path.with_name(baseline_path.name + SIGNATURE_SUFFIXES[kind] + PENDING_SUFFIX)
+def pending_path(baseline_path: Path, kind: KeyKind, data: bytes) -> Path:
+    """Return where `write_signed` puts the signature of `data` before `data` replaces the
+    baseline. The name holds a digest of the bytes, so it never names a signature of others."""
+    digest = hashlib.sha256(data).hexdigest()[:PENDING_DIGEST_LENGTH]
+    return baseline_path.with_name(f"{baseline_path.name}{SIGNATURE_SUFFIXES[kind]}.{digest}")
 
 
 def write_signed(baseline_path: Path, data: bytes, key: PrivateKey) -> Path:
     """Write the baseline bytes and their signature by `key` so that a crash leaves a valid pair.
 
-    Each step replaces one file atomically, and `load_verified` accepts the baseline with its
-    signature or with its pending signature. A crash after any step leaves the old pair or the
-    new one:
+    `load_verified` accepts a baseline signed by `FILE.sig` or by the pending signature named
+    for its bytes. Each step changes one file atomically, so a crash after any step leaves the
+    old pair or the new one:
 
-     1. write the new signature to `FILE.sig.pending` (old baseline, old signature: valid);
+     1. write the new signature to `FILE.sig.DIGEST` (old baseline, old signature: valid);
      2. replace FILE (new baseline, pending signature: valid);
      3. rename the pending signature to `FILE.sig` (new pair: valid);
-     4. remove signatures of the other kind, which sign older bytes.
+     4. remove the other kind's signature and any pending ones, which sign older bytes.
 
     Returns the signature's path. Raises `HostError` when a file cannot be written.
     """
     signature = key.sign(data, BASELINE_NAMESPACE, file_name=baseline_path.name)
-    pending = pending_path(baseline_path, key.kind)
+    pending = pending_path(baseline_path, key.kind, data)
     target = signature_path(baseline_path, key.kind)
     write_atomic(pending, signature)
     write_atomic(baseline_path, data)
     try:
         os.replace(pending, target)
-        sync_directory(baseline_path.parent)
+        sync_directory(target.parent)
     except OSError as error:
         raise HostError(f"cannot rename {pending} to {target}: {error.strerror}") from None
-    for kind in SIGNATURE_SUFFIXES:
-        if kind == key.kind:
+    stale = [signature_path(baseline_path, kind) for kind in SIGNATURE_SUFFIXES]
+    stale += [
+        path
+        for kind in SIGNATURE_SUFFIXES
+        for path in baseline_path.parent.glob(f"{baseline_path.name}{SIGNATURE_SUFFIXES[kind]}.*")
+        if _is_pending_name(path.name, baseline_path.name)
+    ]
+    for path in stale:
+        if path == target:
             continue
-        for stale in (signature_path(baseline_path, kind), pending_path(baseline_path, kind)):
-            try:
-                stale.unlink(missing_ok=True)
-            except OSError as error:
-                raise HostError(
-                    f"cannot remove stale signature {stale}: {error.strerror}"
-                ) from None
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise HostError(f"cannot remove stale signature {path}: {error.strerror}") from None
     return target
+
+
+def _is_pending_name(name: str, baseline_name: str) -> bool:
+    for suffix in SIGNATURE_SUFFIXES.values():
+        prefix = baseline_name + suffix + "."
+        rest = name[len(prefix) :] if name.startswith(prefix) else ""
+        if len(rest) == PENDING_DIGEST_LENGTH and all(c in "0123456789abcdef" for c in rest):
+            return True
+    return False
 
 
 def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
@@ -128,11 +156,12 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     """
     # Verification steps; every failure raises, so nothing unverified is parsed:
     #  1. Read the baseline bytes, at most MAX_BASELINE_BYTES.
-    #  2. Collect FILE.sig, FILE.minisig and their pending copies; none is an error.
+    #  2. Collect FILE.sig, FILE.minisig and the pending signatures named for these bytes;
+    #     none is an error.
     #  3. For each: check its namespace, skip revoked and untrusted keys, verify the bytes.
-    #     A pending signature that does not match is left over from a write that stopped
-    #     before it replaced the baseline, and is skipped.
-    #  4. Require at least one trusted signature that verified.
+    #  4. Require at least one trusted signature that verified. A trusted signature that does
+    #     not match is an error only when none matched: a write that stopped between its
+    #     steps leaves the other signature behind (see `write_signed`).
     #  5. Parse the JSON and check its structure.
     # NOTE: one trusted signature is enough; the policy's threshold applies to manifests only.
 
@@ -146,7 +175,7 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     signatures = [
         (path, kind)
         for kind in SIGNATURE_SUFFIXES
-        for path in (signature_path(baseline_path, kind), pending_path(baseline_path, kind))
+        for path in (signature_path(baseline_path, kind), pending_path(baseline_path, kind, data))
         if path.exists()
     ]
     if not signatures:
@@ -159,10 +188,17 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     # Steps 3 and 4.
     signers: list[str] = []
     skipped: list[str] = []
+    mismatched: list[BaselineError] = []
     for path, kind in signatures:
-        signer = _check_signature(baseline_path, data, path, kind, policy, skipped)
+        try:
+            signer = _check_signature(baseline_path, data, path, kind, policy, skipped)
+        except _Mismatch as error:
+            mismatched.append(error)
+            continue
         if signer is not None:
             signers.append(signer)
+    if not signers and mismatched:
+        raise mismatched[0]
     if not signers:
         raise BaselineError(
             f"{baseline_path}: signed by no key the policy {policy.path} trusts; "
@@ -171,7 +207,8 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
         )
 
     # Step 5.
-    return Baseline(entries=parse_baseline(data, baseline_path), signers=tuple(signers))
+    entries, targets = parse_baseline(data, baseline_path)
+    return Baseline(entries=entries, signers=tuple(signers), targets=targets)
 
 
 def _check_signature(
@@ -204,10 +241,7 @@ def _check_signature(
     try:
         trusted.key.verify(data, raw, BASELINE_NAMESPACE)
     except SignatureError as error:
-        if path.name.endswith(PENDING_SUFFIX):
-            skipped.append(f"{path.name} signs other bytes (left by an interrupted write)")
-            return None
-        raise BaselineError(
+        raise _Mismatch(
             f"{path}: signature by key {info.key_id} ({trusted.name}) does not verify: "
             f"{error.message}; the baseline changed after it was signed",
             fix=f"find out who changed {baseline_path}, then: {_rebuild_fix(baseline_path)}",
@@ -215,8 +249,9 @@ def _check_signature(
     return info.key_id
 
 
-def parse_baseline(data: bytes, where: Path) -> dict[str, Entry]:
-    """Parse baseline bytes; raises `BaselineError` when they are not a baseline document."""
+def parse_baseline(data: bytes, where: Path) -> tuple[dict[str, Entry], Targets | None]:
+    """Parse baseline bytes into entries and targets; raises `BaselineError` when they are not
+    a baseline document."""
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -226,7 +261,28 @@ def parse_baseline(data: bytes, where: Path) -> dict[str, Entry]:
     files = document.get("files")
     if not isinstance(files, dict):
         raise BaselineError(f"{where}: 'files' must be an object")
-    return {path: _parse_entry(where, path, value) for path, value in files.items()}
+    entries = {path: _parse_entry(where, path, value) for path, value in files.items()}
+    return entries, _parse_targets(where, document.get("targets"))
+
+
+def _parse_targets(where: Path, value: Any) -> Targets | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BaselineError(f"{where}: 'targets' must be an object")
+    configs = value.get("configs", [])
+    broker = value.get("broker")
+    unit = value.get("unit")
+    if not isinstance(configs, list) or not all(isinstance(item, str) for item in configs):
+        raise BaselineError(f"{where}: 'targets.configs' must be a list of paths")
+    for name, item in (("broker", broker), ("unit", unit)):
+        if item is not None and not isinstance(item, str):
+            raise BaselineError(f"{where}: 'targets.{name}' must be a path or null")
+    return Targets(
+        configs=tuple(Path(item) for item in configs),
+        broker=Path(broker) if broker else None,
+        unit=Path(unit) if unit else None,
+    )
 
 
 def _parse_entry(where: Path, path: str, value: Any) -> Entry:

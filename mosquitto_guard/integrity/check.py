@@ -6,6 +6,8 @@ difference and what is expected in each of them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,29 +15,19 @@ from mosquitto_guard.integrity.baseline import Baseline, load_verified
 from mosquitto_guard.integrity.compare import Report, compare
 from mosquitto_guard.integrity.expected import explain_expected
 from mosquitto_guard.integrity.scan import Progress, scan
-from mosquitto_guard.integrity.watchlist import WatchedFile, watched_files
+from mosquitto_guard.integrity.watchlist import Targets
 from mosquitto_guard.policy.model import Policy
 
-
-@dataclass(frozen=True)
-class Targets:
-    """What the baseline covers: the broker's config files, its executable and its unit."""
-
-    configs: tuple[Path, ...]
-    broker: Path | None
-    unit: Path | None
-
-    def watched(self, policy: Policy) -> list[WatchedFile]:
-        """Return the files to watch now; raises `ConfigError` or `HostError` like
-        `watchlist.watched_files`."""
-        return watched_files(list(self.configs), policy, self.broker, self.unit)
+# Given the number of files, returns a context that yields the scan's progress callback.
+Bar = Callable[[int], AbstractContextManager[Progress | None]]
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The verified baseline, the files as recorded now, and how they differ."""
+    """The verified baseline, the targets it was checked for, the files now, how they differ."""
 
     baseline: Baseline
+    targets: Targets
     current: Baseline
     report: Report
 
@@ -47,20 +39,26 @@ def check_now(
     *,
     workers: int = 1,
     fast: bool = False,
-    progress: Progress | None = None,
-    watched: list[WatchedFile] | None = None,
+    bar: Bar | None = None,
 ) -> CheckResult:
     """Verify the baseline, record the watched files and compare them with it.
 
-    `fast` trusts the baseline's record of a file whose stat data is unchanged. `watched`
-    skips deriving the watch list when the caller already has it. Raises `BaselineError` when
-    the baseline fails verification, and `GuardError` when the check cannot run.
+    Empty fields of `targets` are taken from the baseline's record of its targets. `fast`
+    trusts the baseline's record of a file whose stat data is unchanged. `bar`, called with the
+    number of files, gives the progress callback for the scan. Raises `BaselineError` when the
+    baseline fails verification, and `GuardError` when the check cannot run.
     """
     baseline = load_verified(baseline_path, policy)
-    if watched is None:
-        watched = targets.watched(policy)
+    targets = targets.resolve(baseline.targets)
+    watched = targets.watched(policy)
     known = baseline.entries if fast else None
-    current = scan(watched, workers=workers, known=known, progress=progress)
+    with (bar or _no_bar)(len(watched)) as progress:
+        current = scan(watched, workers=workers, known=known, progress=progress)
     report = compare(baseline.entries, current.entries)
     report = explain_expected(report, baseline_path, policy)
-    return CheckResult(baseline=baseline, current=current, report=report)
+    return CheckResult(baseline=baseline, targets=targets, current=current, report=report)
+
+
+@contextmanager
+def _no_bar(total: int) -> Iterator[Progress | None]:
+    yield None

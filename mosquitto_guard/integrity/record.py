@@ -30,7 +30,8 @@ def record_file(path: Path, known: Record | None = None) -> Record:
     """Return the record of `path`; a file that cannot be read has an `error` attribute.
 
     With `known`, a regular file whose type, ctime, inode, size, mode and owner all equal
-    `known`'s is not read: `known` is returned as it is.
+    `known`'s is not read: `known` is returned as it is. The same holds for a symlink whose own
+    stat data and whose target's are unchanged.
     """
     try:
         info = os.lstat(path)
@@ -38,10 +39,12 @@ def record_file(path: Path, known: Record | None = None) -> Record:
         return {"type": "missing"}
     except OSError as error:
         return {"type": "unreadable", "error": error.strerror}
-    if known is not None and _unchanged(known, info):
-        return known
     if not stat.S_ISLNK(info.st_mode):
+        if known is not None and _unchanged(known, info, ""):
+            return known
         return _describe(path, info)
+    if known is not None and known.get("type") == "symlink" and _link_unchanged(path, known, info):
+        return known
     record = _metadata("symlink", info)
     try:
         record["link_target"] = os.readlink(path)
@@ -61,18 +64,30 @@ def record_file(path: Path, known: Record | None = None) -> Record:
     return record
 
 
-def _unchanged(known: Record, info: os.stat_result) -> bool:
+def _unchanged(known: Record, info: os.stat_result, prefix: str) -> bool:
+    """Return True when `info` is a regular file whose stat data matches `known` (under
+    `prefix`), so its recorded digest can be trusted."""
     return (
         stat.S_ISREG(info.st_mode)
-        and known.get("type") == "file"
-        and "error" not in known
-        and known.get("ctime") == info.st_ctime_ns
-        and known.get("inode") == info.st_ino
-        and known.get("size") == info.st_size
-        and known.get("mode") == f"{stat.S_IMODE(info.st_mode):04o}"
-        and known.get("uid") == info.st_uid
-        and known.get("gid") == info.st_gid
+        and known.get(prefix + "type") == "file"
+        and prefix + "error" not in known
+        and known.get(prefix + "ctime") == info.st_ctime_ns
+        and known.get(prefix + "inode") == info.st_ino
+        and known.get(prefix + "size") == info.st_size
+        and known.get(prefix + "mode") == f"{stat.S_IMODE(info.st_mode):04o}"
+        and known.get(prefix + "uid") == info.st_uid
+        and known.get(prefix + "gid") == info.st_gid
     )
+
+
+def _link_unchanged(path: Path, known: Record, info: os.stat_result) -> bool:
+    if known.get("ctime") != info.st_ctime_ns or known.get("inode") != info.st_ino:
+        return False
+    try:
+        target = os.stat(os.path.realpath(path))
+    except OSError:
+        return False
+    return _unchanged(known, target, TARGET_PREFIX)
 
 
 def _metadata(kind: str, info: os.stat_result) -> Record:

@@ -33,9 +33,60 @@ from mosquitto_guard.policy.model import Policy
 # Config options whose value is a file or directory the broker reads.
 FILE_OPTIONS = (*READ_FILE_OPTIONS, *CERTIFICATE_DIRECTORY_OPTIONS)
 TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
+DEFAULT_CONFIG_PATH = Path("/etc/mosquitto/mosquitto.conf")
+SERVICE_UNIT_NAME = "mosquitto.service"
 # Inventory kinds that name a directory the loader searches, not a file it loads.
 _DIRECTORY_KINDS = frozenset({"ld_library_path"})
 _PLUGIN_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load"})
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the baseline covers: the broker's config files, its executable and its unit.
+
+    A field left empty means "as the baseline recorded it"; `resolve` fills it from the
+    baseline's targets, or from the defaults when the baseline has none.
+    """
+
+    configs: tuple[Path, ...] = ()
+    broker: Path | None = None
+    unit: Path | None = None
+
+    def resolve(self, recorded: Targets | None) -> Targets:
+        """Fill each empty field from `recorded`, then from the defaults."""
+        from mosquitto_guard.launch.broker import DEFAULT_BROKER
+
+        recorded = recorded or Targets()
+        return Targets(
+            configs=self.configs or recorded.configs or (DEFAULT_CONFIG_PATH,),
+            broker=self.broker or recorded.broker or DEFAULT_BROKER,
+            unit=self.unit or recorded.unit or default_unit(),
+        )
+
+    def watched(self, policy: Policy) -> list[WatchedFile]:
+        """Return the files to watch now (empty fields take the defaults); raises like
+        `watched_files`."""
+        targets = self.resolve(None)
+        return watched_files(list(targets.configs), policy, targets.broker, targets.unit)
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the targets as JSON-ready values."""
+        return {
+            "configs": [str(path) for path in self.configs],
+            "broker": None if self.broker is None else str(self.broker),
+            "unit": None if self.unit is None else str(self.unit),
+        }
+
+
+def default_unit() -> Path | None:
+    """Return the first installed mosquitto.service, or None."""
+    from mosquitto_guard.audit.context import UNIT_DIRECTORIES
+
+    for directory in UNIT_DIRECTORIES:
+        candidate = directory / SERVICE_UNIT_NAME
+        if candidate.exists():
+            return candidate
+    return None
 
 
 @dataclass(frozen=True)
