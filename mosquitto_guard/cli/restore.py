@@ -2,7 +2,7 @@
 
 Verifies the signed baseline, then puts each PATH back as the baseline recorded it (see
 `mosquitto_guard.integrity.restore`). Prints one line per action, and the evidence file that
-holds what was replaced.
+contains what was replaced.
 
 Exit codes: 0 every path restored or already as recorded; 1 the baseline is invalid, or a path
 cannot be restored from it (not listed, no intact known-good copy); 2 a usage error; 3 a file

@@ -91,7 +91,7 @@ def signature_path(baseline_path: Path, kind: KeyKind) -> Path:
 
 def pending_path(baseline_path: Path, kind: KeyKind, data: bytes) -> Path:
     """Return where `write_signed` puts the signature of `data` before `data` replaces the
-    baseline. The name holds a digest of the bytes, so it never names a signature of others."""
+    baseline. The name contains a digest of the bytes, so it never names a signature of others."""
     digest = hashlib.sha256(data).hexdigest()[:PENDING_DIGEST_LENGTH]
     return baseline_path.with_name(f"{baseline_path.name}{SIGNATURE_SUFFIXES[kind]}.{digest}")
 

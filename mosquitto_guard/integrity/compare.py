@@ -63,7 +63,7 @@ class Difference:
 class Report:
     """Every difference, sorted by path within each kind.
 
-    `expected` holds the changes that something trusted explains (see
+    `expected` contains the changes that something trusted explains (see
     `integrity.expected`); they set no exit bit and raise no alert.
     """
 

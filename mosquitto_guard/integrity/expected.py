@@ -1,4 +1,4 @@
-"""Decide which differences from the baseline are expected, and say what explains each.
+"""Decide which differences from the baseline are expected, and explain each one.
 
 A changed file is expected, and raises no alert, when only its content changed (digest, size,
 inode, ctime, build id: never its type, mode or owner) and one of these explains the new

@@ -4,7 +4,7 @@ What happens depends on the baseline's record of the path:
 
 - a regular file: the known-good copy (hashed again, and used only when its digest matches
   the signed record) replaces the file atomically, with the recorded mode and owner;
-- a symlink: a new link to the recorded target replaces it atomically; when the target's
+- a symlink: a new link to the recorded target replaces it atomically. When the target's
   content also differs and a copy of it was kept, the target is put back too;
 - a directory: its recorded mode and owner are set again;
 - missing, or a file in a watched directory that the baseline does not list: the file is
@@ -43,7 +43,7 @@ from mosquitto_guard.integrity.store import (
 _T = TypeVar("_T")
 
 
-class RestoreRefused(VerificationError):
+class RestoreRejected(VerificationError):
     """The file cannot be restored from this baseline: not listed, or no good copy."""
 
 
@@ -72,7 +72,7 @@ class Action:
 def restore(path: Path, baseline: Baseline, baseline_path: Path) -> list[Action]:
     """Restore `path` from `baseline`; return what was done, [] when it already matched.
 
-    Raises `RestoreRefused` when the baseline neither lists the path nor watches its directory,
+    Raises `RestoreRejected` when the baseline neither lists the path nor watches its directory,
     or when no intact known-good copy exists, and `HostError` when a file cannot be written.
     """
     key = os.path.normpath(os.path.abspath(path))
@@ -105,7 +105,7 @@ def _restore_entry(path: Path, recorded: Record, baseline_path: Path) -> list[Ac
         return [_put_directory(path, recorded, current)]
     if kind == "missing":
         return [_quarantine(path, current, baseline_path)]
-    raise RestoreRefused(
+    raise RestoreRejected(
         f"{path}: the baseline recorded it as {kind!r}, which restore cannot recreate",
         fix=f"put {path} back by hand, then run mosquitto-guard check",
     )
@@ -114,7 +114,7 @@ def _restore_entry(path: Path, recorded: Record, baseline_path: Path) -> list[Ac
 def _quarantine_unlisted(path: Path, baseline: Baseline, baseline_path: Path) -> list[Action]:
     parent = baseline.entries.get(str(path.parent))
     if parent is None or parent.record.get("type") != "directory":
-        raise RestoreRefused(
+        raise RestoreRejected(
             f"{path} is not in the baseline {baseline_path}, and neither is its directory",
             fix="name a file that mosquitto-guard check reports",
         )
@@ -161,7 +161,7 @@ def _put_directory(path: Path, recorded: Record, current: Record) -> Action:
     if kind == "missing":
         _guard(os.mkdir, path, 0o700)
     elif kind != "directory":
-        raise RestoreRefused(
+        raise RestoreRejected(
             f"{path} should be a directory but is of type {kind}",
             fix=f"move {path} away by hand, then run restore again",
         )
@@ -173,7 +173,7 @@ def _put_directory(path: Path, recorded: Record, current: Record) -> Action:
 def _quarantine(path: Path, current: Record, baseline_path: Path) -> Action:
     evidence = _keep_evidence(path, current, baseline_path)
     if current.get("type") == "directory":
-        raise RestoreRefused(
+        raise RestoreRejected(
             f"{path} is a directory the baseline does not list",
             fix=f"inspect it and move it away by hand: mv {path} {evidence_dir(baseline_path)}/",
         )
@@ -186,7 +186,7 @@ def _intact_copy(path: Path, digest: str, baseline_path: Path) -> Path:
     try:
         found = file_sha256(source)
     except FileNotFoundError:
-        raise RestoreRefused(
+        raise RestoreRejected(
             f"{path}: no known-good copy with sha256 {digest} in {source.parent}",
             fix="copies are kept for plugins and config files only; reinstall the package "
             f"that owns {path} (dpkg -S {path}), or restore it from a backup",
@@ -194,7 +194,7 @@ def _intact_copy(path: Path, digest: str, baseline_path: Path) -> Path:
     except OSError as error:
         raise HostError(f"cannot read the known-good copy {source}: {error.strerror}") from None
     if found != digest:
-        raise RestoreRefused(
+        raise RestoreRejected(
             f"{path}: the known-good copy {source} is damaged (sha256 {found}, expected {digest})",
             fix=f"find out who changed {source}; restore {path} from a backup",
         )

@@ -42,7 +42,7 @@ _PLUGIN_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_loa
 
 @dataclass(frozen=True)
 class Targets:
-    """What the baseline covers: the broker's config files, its executable and its unit.
+    """The targets of a baseline: the broker's config files, its executable and its unit.
 
     A field left empty means "as the baseline recorded it"; `resolve` fills it from the
     baseline's targets, or from the defaults when the baseline has none.
