@@ -111,8 +111,17 @@ def find_unit(explicit: Path | None) -> Path | None:
 
 
 def targets_from(args: argparse.Namespace) -> Targets:
-    """Return the targets the options in `args` name; the fields not given are empty."""
-    return Targets(configs=tuple(args.config or ()), broker=args.broker, unit=args.unit)
+    """Return the targets the options in `args` name, as absolute paths; the fields not given
+    are empty."""
+
+    def absolute(path: Path | None) -> Path | None:
+        return None if path is None else Path(os.path.abspath(path))
+
+    return Targets(
+        configs=tuple(Path(os.path.abspath(path)) for path in args.config or ()),
+        broker=absolute(args.broker),
+        unit=absolute(args.unit),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

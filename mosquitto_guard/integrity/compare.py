@@ -94,6 +94,8 @@ def compare(baseline: dict[str, Entry], current: dict[str, Entry]) -> Report:
     for path in sorted(set(baseline) | set(current)):
         old = baseline.get(path)
         new = current.get(path)
+        if old is not None and new is not None and old.record is new.record:
+            continue  # `check --fast` kept the baseline's own record
         old_present = old is not None and _present(old.record)
         new_present = new is not None and _present(new.record)
         if new is not None and new_present and not old_present:
@@ -101,6 +103,8 @@ def compare(baseline: dict[str, Entry], current: dict[str, Entry]) -> Report:
         elif old is not None and old_present and not new_present:
             removed.append(Difference("removed", path, old.reasons))
         elif old is not None and new is not None and old_present:
+            if old.record == new.record:
+                continue
             changes = _changes(old.record, new.record)
             if changes:
                 changed.append(Difference("changed", path, new.reasons, changes))

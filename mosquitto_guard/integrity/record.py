@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from operator import itemgetter
 from pathlib import Path
 
 from mosquitto_guard.inventory.elf import ElfError, read_build_id
@@ -24,15 +25,16 @@ Record = dict[str, str | int | None]
 ELF_MAGIC = b"\x7fELF"
 TARGET_PREFIX = "target."
 _CHUNK = 1 << 20
+# The recorded attributes `unchanged_record` compares with fresh stat data, in this order.
+_STAT_FIELDS = ("type", "ctime", "inode", "size", "mode", "uid", "gid")
+_STAT_KEYS = {
+    prefix: itemgetter(*(prefix + field for field in _STAT_FIELDS))
+    for prefix in ("", TARGET_PREFIX)
+}
 
 
-def record_file(path: Path, known: Record | None = None) -> Record:
-    """Return the record of `path`; a file that cannot be read has an `error` attribute.
-
-    With `known`, a regular file whose type, ctime, inode, size, mode and owner all equal
-    `known`'s is not read: `known` is returned as it is. The same holds for a symlink whose own
-    stat data and whose target's are unchanged.
-    """
+def record_file(path: Path | str) -> Record:
+    """Return the record of `path`; a file that cannot be read has an `error` attribute."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:
@@ -40,11 +42,7 @@ def record_file(path: Path, known: Record | None = None) -> Record:
     except OSError as error:
         return {"type": "unreadable", "error": error.strerror}
     if not stat.S_ISLNK(info.st_mode):
-        if known is not None and _unchanged(known, info, ""):
-            return known
         return _describe(path, info)
-    if known is not None and known.get("type") == "symlink" and _link_unchanged(path, known, info):
-        return known
     record = _metadata("symlink", info)
     try:
         record["link_target"] = os.readlink(path)
@@ -64,23 +62,45 @@ def record_file(path: Path, known: Record | None = None) -> Record:
     return record
 
 
+def unchanged_record(path: Path | str, known: Record) -> Record | None:
+    """Return `known` when the stat data of `path` shows it unchanged, else None.
+
+    A regular file is unchanged when its type, ctime, inode, size, mode and owner all equal
+    `known`'s. A symlink is unchanged when its own ctime and inode and its target's stat data
+    are. The content is not read: `check --fast` trusts the digest in `known`.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        unchanged = known.get("type") == "symlink" and _link_unchanged(path, known, info)
+    else:
+        unchanged = _unchanged(known, info, "")
+    return known if unchanged else None
+
+
 def _unchanged(known: Record, info: os.stat_result, prefix: str) -> bool:
     """Return True when `info` is a regular file whose stat data matches `known` (under
     `prefix`), so its recorded digest can be trusted."""
-    return (
-        stat.S_ISREG(info.st_mode)
-        and known.get(prefix + "type") == "file"
-        and prefix + "error" not in known
-        and known.get(prefix + "ctime") == info.st_ctime_ns
-        and known.get(prefix + "inode") == info.st_ino
-        and known.get(prefix + "size") == info.st_size
-        and known.get(prefix + "mode") == f"{stat.S_IMODE(info.st_mode):04o}"
-        and known.get(prefix + "uid") == info.st_uid
-        and known.get(prefix + "gid") == info.st_gid
+    if not stat.S_ISREG(info.st_mode) or prefix + "error" in known:
+        return False
+    try:
+        recorded: tuple[object, ...] = _STAT_KEYS[prefix](known)
+    except KeyError:
+        return False
+    return recorded == (
+        "file",
+        info.st_ctime_ns,
+        info.st_ino,
+        info.st_size,
+        f"{stat.S_IMODE(info.st_mode):04o}",
+        info.st_uid,
+        info.st_gid,
     )
 
 
-def _link_unchanged(path: Path, known: Record, info: os.stat_result) -> bool:
+def _link_unchanged(path: Path | str, known: Record, info: os.stat_result) -> bool:
     if known.get("ctime") != info.st_ctime_ns or known.get("inode") != info.st_ino:
         return False
     try:
@@ -101,7 +121,7 @@ def _metadata(kind: str, info: os.stat_result) -> Record:
     }
 
 
-def _describe(path: Path, info: os.stat_result) -> Record:
+def _describe(path: Path | str, info: os.stat_result) -> Record:
     """Describe the file `info` belongs to; only regular files are read."""
     if stat.S_ISDIR(info.st_mode):
         return _metadata("directory", info)
@@ -117,13 +137,13 @@ def _describe(path: Path, info: os.stat_result) -> Record:
     record["size"] = size
     if magic == ELF_MAGIC:
         try:
-            record["build_id"] = read_build_id(path)
+            record["build_id"] = read_build_id(Path(path))
         except ElfError as error:
             record["build_id_error"] = error.message
     return record
 
 
-def _hash(path: Path) -> tuple[str, int, bytes]:
+def _hash(path: Path | str) -> tuple[str, int, bytes]:
     # O_NOFOLLOW: a symlink swapped in after the lstat is not followed here. Plain os.read
     # calls, without a buffered file object, keep the cost per small file low.
     digest = hashlib.sha256()

@@ -18,6 +18,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from mosquitto_guard.config.model import BrokerConfig
 from mosquitto_guard.config.options import (
@@ -89,34 +90,43 @@ def default_unit() -> Path | None:
     return None
 
 
-@dataclass(frozen=True)
-class WatchedFile:
+class WatchedFile(NamedTuple):
     """A file the baseline covers, and why: one reason per source that named it.
 
     `keep_copy` is set for plugins, config files and the files the config names: `baseline`
     keeps a known-good copy of them for `restore`. Package files (the broker, its libraries)
-    are restored by reinstalling the package instead.
+    are restored by reinstalling the package instead. A named tuple, like `baseline.Entry`,
+    because a watched tree creates one per file.
     """
 
-    path: Path
+    name: str
     reasons: tuple[str, ...]
     keep_copy: bool = False
 
+    @property
+    def path(self) -> Path:
+        """The watched path as a `Path`; `name` is the same path as a string."""
+        return Path(self.name)
+
 
 class _WatchList:
+    # Paths are kept as strings until the end: a tree of 20,000 files would otherwise build
+    # and compare some 80,000 Path objects, several times the cost of the walk itself.
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
-        self.reasons: dict[Path, list[str]] = {}
-        self.copies: set[Path] = set()
+        self.reasons: dict[str, list[str]] = {}
+        self.copies: set[str] = set()
 
     def add(self, path: Path | str, reason: str, *, copy: bool = False) -> None:
         # The broker resolves relative paths against its working directory.
-        resolved = Path(os.path.normpath(self.cwd / path))
-        found = self.reasons.setdefault(resolved, [])
+        self.add_normalized(os.path.normpath(os.path.join(self.cwd, path)), reason, copy=copy)
+
+    def add_normalized(self, path: str, reason: str, *, copy: bool = False) -> None:
+        found = self.reasons.setdefault(path, [])
         if reason not in found:
             found.append(reason)
         if copy:
-            self.copies.add(resolved)
+            self.copies.add(path)
 
     def result(self) -> list[WatchedFile]:
         return [
@@ -223,13 +233,15 @@ def _add_tree(
     watch: _WatchList, top: Path | str, reason: str, *, recursive: bool, copy: bool = False
 ) -> None:
     """Add every entry below the directory `top`; nothing when `top` is not a directory."""
-    root = watch.cwd / top
-    if root.is_symlink() or not root.is_dir():
+    root = os.path.normpath(os.path.join(watch.cwd, top))
+    if os.path.islink(root) or not os.path.isdir(root):
         return
+    # os.walk joins names to a normalized root, so its paths need no normpath.
     for directory, subdirectories, names in os.walk(root):
+        prefix = directory.rstrip("/") + "/"
         for name in names:
-            watch.add(Path(directory) / name, reason, copy=copy)
+            watch.add_normalized(prefix + name, reason, copy=copy)
         for name in subdirectories:
-            watch.add(Path(directory) / name, reason)
+            watch.add_normalized(prefix + name, reason)
         if not recursive:
             return

@@ -76,7 +76,7 @@ def test_watched_files_cover_every_source(guard: Guard) -> None:
     assert watched[hidden][0] == "included config file"
     assert watched[hidden][1].startswith("include_dir (")
     assert any(path.name.startswith("libc.so") for path in watched)
-    assert list(watched) == sorted(watched)
+    assert [str(path) for path in watched] == sorted(str(path) for path in watched)
 
 
 def test_policy_rejects_unknown_integrity_field(guard: Guard) -> None:
