@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
+    except OSError as error:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise HostError(f"cannot write {path}: {error.strerror}") from error
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
@@ -53,16 +58,27 @@ def sync_directory(directory: Path) -> None:
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """Read at most `limit` bytes of `path`, raising `VerificationError` when the file is larger.
 
-    `what` names the kind of file in the error ("manifest", "signature"). Raises `HostError` when
-    the file cannot be opened.
+    `what` names the kind of file in the error ("manifest", "signature"). The file is opened
+    without blocking and must be a regular file, so a FIFO or a device in its place raises
+    `HostError` instead of hanging or reading forever. Raises `HostError` when the file cannot
+    be opened.
     """
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as error:
         raise HostError(f"{what} not found: {path}") from error
     except OSError as error:
         raise HostError(f"cannot read {what} {path}: {error.strerror}") from error
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise HostError(
+                f"{what} {path} is not a regular file",
+                fix=f"replace {path} with the file itself",
+            )
+        try:
+            data = handle.read(limit + 1)
+        except OSError as error:
+            raise HostError(f"cannot read {what} {path}: {error.strerror}") from error
     if len(data) > limit:
         raise VerificationError(
             f"{what} {path} is larger than the maximum of {limit} bytes",

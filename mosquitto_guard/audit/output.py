@@ -23,6 +23,7 @@ from typing import Any
 
 from mosquitto_guard import __version__
 from mosquitto_guard.audit.model import AuditReport, Finding, Severity
+from mosquitto_guard.terminal import printable
 
 FORMAT_VERSION = 1
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -70,14 +71,6 @@ def to_json(report: AuditReport, findings: list[Finding]) -> str:
     return json.dumps(document, indent=2) + "\n"
 
 
-def _printable(text: str) -> str:
-    """Escape control characters, so that a config value cannot drive the terminal."""
-    return "".join(
-        f"\\x{ord(char):02x}" if ord(char) < 0x20 or 0x7F <= ord(char) <= 0x9F else char
-        for char in text
-    )
-
-
 def to_text(report: AuditReport, findings: list[Finding]) -> str:
     """Return the report as lines for a terminal: one block per finding, then a summary.
 
@@ -107,7 +100,7 @@ def to_text(report: AuditReport, findings: list[Finding]) -> str:
         f"{len(findings)} finding(s){': ' + shown if shown else ''}; "
         f"{len(report.skipped)} check(s) skipped; {len(report.rules)} rule(s)"
     )
-    return "\n".join(_printable(line) for line in lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def to_sarif(report: AuditReport, findings: list[Finding]) -> str:

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "systemd-unit": ("systemd_unit", "print a systemd drop-in that starts the broker via run"),
     "baseline": ("baseline", "record and sign the state of every file the broker depends on"),
     "check": ("check", "report files changed since the signed baseline; exit code is a bitmask"),
+    "watch": ("watch", "watch every baselined file with inotify and alert on each change"),
     "restore": ("restore", "put back the known-good copy of a file from the signed baseline"),
 }
 
@@ -99,9 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         if exit_.code in (0, None):
             return 0
-        if find_command(args_list) == "check":
-            # check's exit status is a bitmask in which 2 means "files removed"; an invalid
-            # command line is "could not check".
+        if find_command(args_list) in ("check", "watch"):
+            # The exit status of check (and watch's) is a bitmask in which 2 means "files
+            # removed"; an invalid command line is "could not check".
             return CHECK_COULD_NOT_RUN
         if find_command(args_list) == "run" and "--" not in args_list:
             print(

@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,7 +127,7 @@ def targets_from(args: argparse.Namespace) -> Targets:
 
 def run(args: argparse.Namespace) -> int:
     """Write and sign the baseline, keep the known-good copies, and print the files written."""
-    from mosquitto_guard.integrity.baseline import render_baseline, write_signed
+    from mosquitto_guard.integrity.baseline import check_target, render_baseline, write_signed
     from mosquitto_guard.integrity.progress import progress_bar
     from mosquitto_guard.integrity.scan import scan
     from mosquitto_guard.integrity.store import keep_copies
@@ -135,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     policy = load_policy(args.policy)
     output: Path = args.output or policy.integrity.baseline
+    check_target(output)
     key = load_private_key(args.key)
     if policy.trusted_key(key.public_key.key_id) is None:
         logger.warning(
@@ -143,9 +145,11 @@ def run(args: argparse.Namespace) -> int:
             policy.path,
         )
     targets = targets_from(args).resolve(None)
-    watched = targets.watched(policy)
+    watched = targets.watched(policy, exclude=output)
+    created = datetime.now(UTC)
     with progress_bar(len(watched), "recording", enabled=not args.no_progress) as progress:
-        baseline = replace(scan(watched, workers=args.workers, progress=progress), targets=targets)
+        scanned = scan(watched, workers=args.workers, progress=progress)
+    baseline = replace(scanned, targets=targets, created=created)
     keep_copies(output, _copies(baseline, watched))
     signature = write_signed(output, render_baseline(baseline), key)
     print(output)

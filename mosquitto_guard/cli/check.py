@@ -32,6 +32,7 @@ from mosquitto_guard.cli.baseline import add_target_arguments
 from mosquitto_guard.errors import GuardError
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH, FORMAT_VERSION
 from mosquitto_guard.integrity.compare import BASELINE_INVALID, CHECK_FAILED
+from mosquitto_guard.terminal import printable
 
 if TYPE_CHECKING:
     from mosquitto_guard.integrity.compare import Report
@@ -100,6 +101,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, BASELINE_INVALID, "baseline_invalid", f"baseline invalid: {error}")
     except GuardError as error:
         return _fail(args, CHECK_FAILED, "check_failed", f"cannot check: {error}")
+    except (OSError, MemoryError, ValueError, RecursionError) as error:
+        # Exit 1 would read as "files added": whatever went wrong, the check did not run.
+        message = f"cannot check: unexpected {type(error).__name__}: {error}"
+        return _fail(args, CHECK_FAILED, "check_failed", message)
     report = result.report
     if args.format == "json":
         print(json.dumps(_report_document(report), indent=2, sort_keys=True))
@@ -115,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fail(args: argparse.Namespace, code: int, status: str, message: str) -> int:
-    print(f"mosquitto-guard: error: {message}", file=sys.stderr)
+    print(f"mosquitto-guard: error: {printable(message)}", file=sys.stderr)
     if args.format == "json":
         document = {"format_version": FORMAT_VERSION, "status": status, "error": message}
         print(json.dumps(document, indent=2, sort_keys=True))
@@ -147,4 +152,5 @@ def format_text(report: Report) -> str:
             lines.append(f"  {change.attribute}: {change.old!r} -> {change.new!r}")
     for difference in report.expected:
         lines.append(f"expected: {difference.path}: {difference.explanation}")
-    return "".join(line + "\n" for line in lines)
+    # File names come from the watched directories, where an attacker may pick them.
+    return "".join(printable(line) + "\n" for line in lines)

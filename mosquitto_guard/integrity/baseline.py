@@ -16,6 +16,7 @@ namespace `mosquitto-guard-baseline`.
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import hashlib
 import json
@@ -23,7 +24,8 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -47,6 +49,7 @@ MAX_SIGNATURE_BYTES = 16 * 1024
 _ATTRIBUTE_TYPES = frozenset({str, int, type(None)})
 # Hex digits of the baseline's SHA-256 in the name of a pending signature.
 PENDING_DIGEST_LENGTH = 16
+LOCK_SUFFIX = ".lock"
 
 
 class BaselineError(VerificationError):
@@ -76,6 +79,9 @@ class Baseline:
     entries: dict[str, Entry]
     signers: tuple[str, ...] = ()
     targets: Targets | None = None
+    # When the baseline was written (UTC). Changes explained by something older, such as a
+    # manifest signed before it, are not expected.
+    created: datetime | None = None
 
 
 def render_baseline(baseline: Baseline) -> bytes:
@@ -85,6 +91,8 @@ def render_baseline(baseline: Baseline) -> bytes:
     JSON encoder: `indent` would switch `json` to its far slower Python encoder.
     """
     header: dict[str, object] = {"format_version": FORMAT_VERSION}
+    if baseline.created is not None:
+        header["created"] = baseline.created.isoformat(timespec="microseconds")
     if baseline.targets is not None:
         header["targets"] = baseline.targets.to_dict()
     lines = [
@@ -124,9 +132,41 @@ def write_signed(baseline_path: Path, data: bytes, key: PrivateKey) -> Path:
 
     Returns the signature's path. Raises `HostError` when a file cannot be written.
     """
+    check_target(baseline_path)
     signature = key.sign(data, BASELINE_NAMESPACE, file_name=baseline_path.name)
-    pending = pending_path(baseline_path, key.kind, data)
-    target = signature_path(baseline_path, key.kind)
+    with _writer_lock(baseline_path):
+        return _write_pair(baseline_path, data, signature, key.kind)
+
+
+def check_target(baseline_path: Path) -> None:
+    """Raise `HostError` when `baseline_path` cannot name a baseline file: a directory."""
+    if baseline_path.is_dir():
+        raise HostError(
+            f"cannot write the baseline {baseline_path}: it is a directory",
+            fix=f"name a file, for example --output {baseline_path / 'baseline.json'}",
+        )
+
+
+@contextmanager
+def _writer_lock(baseline_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `FILE.lock`, so two writers never interleave their steps."""
+    lock_path = baseline_path.with_name(baseline_path.name + LOCK_SUFFIX)
+    try:
+        descriptor = os.open(
+            lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
+    except OSError as error:
+        raise HostError(f"cannot open the lock file {lock_path}: {error.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def _write_pair(baseline_path: Path, data: bytes, signature: bytes, kind: KeyKind) -> Path:
+    pending = pending_path(baseline_path, kind, data)
+    target = signature_path(baseline_path, kind)
     write_atomic(pending, signature)
     write_atomic(baseline_path, data)
     try:
@@ -223,8 +263,8 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     # Step 5. The parse builds one dict per file and creates no reference cycles, so the
     # collector only slows it down: it would scan the new objects again and again.
     with _collector_paused():
-        entries, targets = parse_baseline(data, baseline_path)
-    return Baseline(entries=entries, signers=tuple(signers), targets=targets)
+        parsed = parse_baseline(data, baseline_path)
+    return replace(parsed, signers=tuple(signers))
 
 
 def _check_signature(
@@ -265,9 +305,9 @@ def _check_signature(
     return info.key_id
 
 
-def parse_baseline(data: bytes, where: Path) -> tuple[dict[str, Entry], Targets | None]:
-    """Parse baseline bytes into entries and targets; raises `BaselineError` when they are not
-    a baseline document."""
+def parse_baseline(data: bytes, where: Path) -> Baseline:
+    """Parse baseline bytes, without signers; raises `BaselineError` when they are not a
+    baseline document."""
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -278,7 +318,23 @@ def parse_baseline(data: bytes, where: Path) -> tuple[dict[str, Entry], Targets 
     if not isinstance(files, dict):
         raise BaselineError(f"{where}: 'files' must be an object")
     entries = {path: _parse_entry(where, path, value) for path, value in files.items()}
-    return entries, _parse_targets(where, document.get("targets"))
+    return Baseline(
+        entries=entries,
+        targets=_parse_targets(where, document.get("targets")),
+        created=_parse_created(where, document.get("created")),
+    )
+
+
+def _parse_created(where: Path, value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        created = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        created = None
+    if created is None or created.tzinfo is None:
+        raise BaselineError(f"{where}: 'created' must be an ISO 8601 time with a zone")
+    return created
 
 
 def _parse_targets(where: Path, value: Any) -> Targets | None:

@@ -50,12 +50,12 @@ def check_now(
     """
     baseline = load_verified(baseline_path, policy)
     targets = targets.resolve(baseline.targets)
-    watched = targets.watched(policy)
+    watched = targets.watched(policy, exclude=baseline_path)
     known = baseline.entries if fast else None
     with (bar or _no_bar)(len(watched)) as progress:
         current = scan(watched, workers=workers, known=known, progress=progress)
     report = compare(baseline.entries, current.entries)
-    report = explain_expected(report, baseline_path, policy)
+    report = explain_expected(report, baseline, baseline_path, policy)
     return CheckResult(baseline=baseline, targets=targets, current=current, report=report)
 
 

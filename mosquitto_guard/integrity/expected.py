@@ -4,12 +4,17 @@ A changed file is expected, and raises no alert, when only its content changed (
 inode, ctime, build id: never its type, mode or owner) and one of these explains the new
 content:
 
-- a manifest in the policy's manifest directory that verifies now, lists the new digest, and
-  is of a higher version than any verified manifest of the old digest: a newly signed plugin;
+- a manifest in the policy's manifest directory that verifies now, names the file and the new
+  digest, was signed after the baseline was written, and passes the rollback state: a newly
+  signed plugin. When a verified manifest of the old digest exists, the new one must have the
+  same plugin name and a higher version;
 - dpkg's checksum of the file, from the package that owns it (`dpkg-query -S`), equals the MD5
-  of the new content: a package upgrade;
-- the restore log of this baseline shows `mosquitto-guard restore` put back the recorded
-  content, and only the inode and ctime differ.
+  of the new content, and dpkg installed that package after the baseline was written: a
+  package upgrade. The MD5 and the SHA-256 come from one read, so the file cannot be swapped
+  between the check's digest and dpkg's;
+- the restore log of this baseline, owned by root and writable by no one else, shows
+  `mosquitto-guard restore` put back the recorded content after the baseline was written,
+  and only the inode and ctime differ.
 
 dpkg's checksums are MD5 and root can edit them; they explain an upgrade, they do not prove
 one. An admin who does not accept that leaves the change to be reviewed by hand: `check`
@@ -18,16 +23,19 @@ lists expected changes separately, with their explanation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import stat
 import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mosquitto_guard.errors import GuardError
+from mosquitto_guard.integrity.baseline import Baseline
 from mosquitto_guard.integrity.compare import Difference, Report
 from mosquitto_guard.integrity.store import restore_log_path
 from mosquitto_guard.policy.model import Policy
@@ -40,17 +48,24 @@ RESTORE_ATTRIBUTES = frozenset({"inode", "ctime"})
 # Directories that Debian's merged /usr makes aliases of /usr/...; dpkg may know either name.
 _MERGED = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
 _DPKG_TIMEOUT = 30
+# About 40,000 restores at some 250 bytes a line.
+MAX_RESTORE_LOG_BYTES = 10 * 1024 * 1024
 
 
-def explain_expected(report: Report, baseline_path: Path, policy: Policy) -> Report:
-    """Return `report` with the expected changes moved from `changed` to `expected`."""
-    if not report.changed:
+def explain_expected(
+    report: Report, baseline: Baseline, baseline_path: Path, policy: Policy
+) -> Report:
+    """Return `report` with the expected changes moved from `changed` to `expected`.
+
+    A baseline without a creation time (written by an older version) explains nothing.
+    """
+    if not report.changed or baseline.created is None:
         return report
-    restored = _restored(baseline_path)
+    restored = _restored(baseline_path, baseline.created)
     changed: list[Difference] = []
     expected: list[Difference] = []
     for difference in report.changed:
-        explanation = _explain(difference, restored, policy)
+        explanation = _explain(difference, restored, policy, baseline.created)
         if explanation is None:
             changed.append(difference)
         else:
@@ -59,7 +74,10 @@ def explain_expected(report: Report, baseline_path: Path, policy: Policy) -> Rep
 
 
 def _explain(
-    difference: Difference, restored: dict[tuple[str, int], dict[str, object]], policy: Policy
+    difference: Difference,
+    restored: dict[tuple[str, int], dict[str, object]],
+    policy: Policy,
+    created: datetime,
 ) -> str | None:
     attributes = {change.attribute for change in difference.changes}
     values = {change.attribute: change for change in difference.changes}
@@ -73,58 +91,95 @@ def _explain(
     old_digest = values["sha256"].old
     if not isinstance(new_digest, str):
         return None
-    signed = _signed_plugin(Path(difference.path), new_digest, old_digest, policy)
+    signed = _signed_plugin(Path(difference.path), new_digest, old_digest, policy, created)
     if signed is not None:
         return signed
-    return _dpkg_upgrade(difference.path)
+    return _dpkg_upgrade(difference.path, new_digest, created)
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) else -1
 
 
-def _signed_plugin(path: Path, new: str, old: object, policy: Policy) -> str | None:
+def _signed_plugin(
+    path: Path, new: str, old: object, policy: Policy, created: datetime
+) -> str | None:
     from mosquitto_guard.manifest.verify import find_manifest, index_manifests
+    from mosquitto_guard.policy.state import VersionState
 
     now = datetime.now(UTC)
     try:
         index = index_manifests(policy.manifest_dir)
         verified = find_manifest(path, new, policy, now, index=index)
+        manifest = verified.manifest
+        # The rollback rule of `run`: no lower version, no other file for the same version.
+        VersionState(policy.state_dir).check(manifest.name, manifest.version, new)
     except GuardError:
         return None
-    if verified.manifest.file.name != path.name:
+    if manifest.file.name != path.name or manifest.signed_at <= created:
         return None
     if isinstance(old, str):
         try:
-            previous = find_manifest(path, old, policy, now, index=index)
+            previous = find_manifest(path, old, policy, now, index=index).manifest
         except GuardError:
             previous = None
-        if previous is not None and previous.manifest.version >= verified.manifest.version:
+        if previous is not None and (
+            previous.name != manifest.name or previous.version >= manifest.version
+        ):
             return None
     signers = ", ".join(verified.signers)
     return (
-        f"matches manifest {verified.path.name} ({verified.manifest.name} version "
-        f"{verified.manifest.version}), signed by {signers}"
+        f"matches manifest {verified.path.name} ({manifest.name} version "
+        f"{manifest.version}), signed by {signers}"
     )
 
 
-def _dpkg_upgrade(path: str) -> str | None:
+def _dpkg_upgrade(path: str, sha256: str, created: datetime) -> str | None:
     for name in _dpkg_names(path):
         package = _dpkg_owner(name)
         if package is None:
             continue
         expected = _dpkg_md5(package, name)
-        if expected is None:
-            continue
-        try:
-            with open(path, "rb") as handle:
-                actual = hashlib.file_digest(handle, "md5").hexdigest()
-        except OSError:
+        if expected is None or not _installed_after(package, created):
             return None
-        if actual == expected:
+        digests = _digests(path)
+        if digests is None or digests[0] != sha256:
+            return None  # changed again since the check read it
+        if digests[1] == expected:
             return f"content matches the checksum dpkg recorded for package {package}"
         return None
     return None
+
+
+def _digests(path: str) -> tuple[str, str] | None:
+    """Return the SHA-256 and MD5 of `path`, both from one read."""
+    sha256 = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha256.update(chunk)
+            md5.update(chunk)
+    return sha256.hexdigest(), md5.hexdigest()
+
+
+def _installed_after(package: str, created: datetime) -> bool:
+    """Return True when dpkg wrote the package's file list after `created`.
+
+    dpkg rewrites `PACKAGE.list` in its database each time it installs or upgrades the
+    package, so its mtime is the time of the last installation.
+    """
+    info = Path(os.environ.get("DPKG_ADMINDIR", "/var/lib/dpkg")) / "info"
+    for candidate in (info / f"{package}.list", info / f"{package.split(':')[0]}.list"):
+        try:
+            mtime = candidate.stat().st_mtime
+        except OSError:
+            continue
+        return datetime.fromtimestamp(mtime, UTC) > created
+    return False
 
 
 def _dpkg_names(path: str) -> list[str]:
@@ -137,7 +192,9 @@ def _dpkg_names(path: str) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=4096)
 def _dpkg_owner(path: str) -> str | None:
+    # Cached: `watch` asks again for each change of a file, and a file rarely changes package.
     output = _dpkg_query("-S", path)
     if output is None:
         return None
@@ -182,23 +239,41 @@ def _dpkg_query(*args: str) -> str | None:
     return result.stdout if result.returncode == 0 else None
 
 
-def _restored(baseline_path: Path) -> dict[tuple[str, int], dict[str, object]]:
-    """Read the restore log: (path, inode) of each file restore wrote, with its log entry."""
+def _restored(baseline_path: Path, created: datetime) -> dict[tuple[str, int], dict[str, object]]:
+    """Read the restore log: (path, inode) of each file restore wrote after `created`.
+
+    A log that is not a regular file, is larger than `MAX_RESTORE_LOG_BYTES`, or that someone
+    other than root (or this user) could write, explains nothing, with a warning.
+    """
     log = restore_log_path(baseline_path)
-    found: dict[tuple[str, int], dict[str, object]] = {}
     try:
-        with open(log, encoding="utf-8") as handle:
-            lines = handle.readlines()
+        data = _read_restore_log(log)
     except FileNotFoundError:
-        return found
-    except OSError as error:
-        logger.warning("cannot read the restore log %s: %s", log, os.strerror(error.errno or 0))
-        return found
-    for line in lines:
+        return {}
+    except (OSError, ValueError) as error:
+        logger.warning("restore log %s ignored: %s", log, error)
+        return {}
+    found: dict[tuple[str, int], dict[str, object]] = {}
+    for line in data.decode("utf-8", errors="replace").splitlines():
         try:
             entry = json.loads(line)
-        except json.JSONDecodeError:
+            when = datetime.fromisoformat(entry["time"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("inode"), int):
+        if isinstance(entry.get("inode"), int) and when.tzinfo is not None and when > created:
             found[(str(entry.get("path")), entry["inode"])] = entry
     return found
+
+
+def _read_restore_log(log: Path) -> bytes:
+    descriptor = os.open(log, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022:
+            raise ValueError("writable by another user")
+        data = handle.read(MAX_RESTORE_LOG_BYTES + 1)
+    if len(data) > MAX_RESTORE_LOG_BYTES:
+        raise ValueError(f"larger than {MAX_RESTORE_LOG_BYTES} bytes")
+    return data

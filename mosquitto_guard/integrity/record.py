@@ -25,6 +25,8 @@ Record = dict[str, str | int | None]
 ELF_MAGIC = b"\x7fELF"
 TARGET_PREFIX = "target."
 _CHUNK = 1 << 20
+# Reads of a file that keeps changing before it is recorded with an error.
+_ATTEMPTS = 3
 # The recorded attributes `unchanged_record` compares with fresh stat data, in this order.
 _STAT_FIELDS = ("type", "ctime", "inode", "size", "mode", "uid", "gid")
 _STAT_KEYS = {
@@ -48,8 +50,8 @@ def record_file(path: Path | str) -> Record:
         record["link_target"] = os.readlink(path)
     except OSError as error:
         record["error"] = error.strerror
-    resolved = Path(os.path.realpath(path))
     try:
+        resolved = Path(os.path.realpath(path))
         target_info = os.stat(resolved)
     except FileNotFoundError:
         target: Record = {"type": "missing"}
@@ -105,7 +107,7 @@ def _link_unchanged(path: Path | str, known: Record, info: os.stat_result) -> bo
         return False
     try:
         target = os.stat(os.path.realpath(path))
-    except OSError:
+    except (OSError, ValueError):
         return False
     return _unchanged(known, target, TARGET_PREFIX)
 
@@ -127,35 +129,61 @@ def _describe(path: Path | str, info: os.stat_result) -> Record:
         return _metadata("directory", info)
     if not stat.S_ISREG(info.st_mode):
         return _metadata("other", info)
-    record = _metadata("file", info)
-    try:
-        digest, size, magic = _hash(path)
-    except OSError as error:
-        record["error"] = error.strerror
-        return record
+    for _ in range(_ATTEMPTS):
+        # O_NOFOLLOW: a symlink swapped in after the lstat is not followed here.
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            return _failed(info, error.strerror)
+        try:
+            record = _read_open_file(descriptor)
+        except OSError as error:
+            return _failed(info, error.strerror)
+        finally:
+            os.close(descriptor)
+        if record is not None:
+            return record
+    return _failed(info, "changed each time it was read")
+
+
+def _read_open_file(descriptor: int) -> Record | None:
+    """Describe the open file: stat data, digest and build id all from this one descriptor.
+
+    Returns None when the file changed while it was read (its ctime moved), so the caller
+    reads it again.
+    """
+    before = os.fstat(descriptor)
+    if not stat.S_ISREG(before.st_mode):
+        return _metadata("other", before)
+    digest, size, magic = _hash(descriptor)
+    if os.fstat(descriptor).st_ctime_ns != before.st_ctime_ns:
+        return None
+    record = _metadata("file", before)
     record["sha256"] = digest
     record["size"] = size
     if magic == ELF_MAGIC:
         try:
-            record["build_id"] = read_build_id(Path(path))
+            record["build_id"] = read_build_id(Path(f"/proc/self/fd/{descriptor}"))
         except ElfError as error:
             record["build_id_error"] = error.message
     return record
 
 
-def _hash(path: Path | str) -> tuple[str, int, bytes]:
-    # O_NOFOLLOW: a symlink swapped in after the lstat is not followed here. Plain os.read
-    # calls, without a buffered file object, keep the cost per small file low.
+def _failed(info: os.stat_result, reason: str | None) -> Record:
+    record = _metadata("file", info)
+    record["error"] = reason
+    return record
+
+
+def _hash(descriptor: int) -> tuple[str, int, bytes]:
+    """Return the SHA-256, the size and the first four bytes of the open file."""
+    # Plain os.read calls, without a buffered file object, keep the cost per small file low.
     digest = hashlib.sha256()
-    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
+    chunk = os.read(descriptor, _CHUNK)
+    magic = chunk[:4]
+    size = 0
+    while chunk:
+        digest.update(chunk)
+        size += len(chunk)
         chunk = os.read(descriptor, _CHUNK)
-        magic = chunk[:4]
-        size = 0
-        while chunk:
-            digest.update(chunk)
-            size += len(chunk)
-            chunk = os.read(descriptor, _CHUNK)
-    finally:
-        os.close(descriptor)
     return digest.hexdigest(), size, magic

@@ -15,7 +15,7 @@ recorded, never followed into another tree.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -64,11 +64,13 @@ class Targets:
             unit=self.unit or recorded.unit or default_unit(),
         )
 
-    def watched(self, policy: Policy) -> list[WatchedFile]:
+    def watched(self, policy: Policy, *, exclude: Path | None = None) -> list[WatchedFile]:
         """Return the files to watch now (empty fields take the defaults); raises like
-        `watched_files`."""
+        `watched_files`. `exclude` is the baseline, whose own files are never watched."""
         targets = self.resolve(None)
-        return watched_files(list(targets.configs), policy, targets.broker, targets.unit)
+        return watched_files(
+            list(targets.configs), policy, targets.broker, targets.unit, exclude=exclude
+        )
 
     def to_dict(self) -> dict[str, object]:
         """Return the targets as JSON-ready values."""
@@ -128,10 +130,11 @@ class _WatchList:
         if copy:
             self.copies.add(path)
 
-    def result(self) -> list[WatchedFile]:
+    def result(self, skip: Callable[[str], bool] | None = None) -> list[WatchedFile]:
         return [
             WatchedFile(path, tuple(self.reasons[path]), path in self.copies)
             for path in sorted(self.reasons)
+            if skip is None or not skip(path)
         ]
 
 
@@ -143,6 +146,7 @@ def watched_files(
     *,
     version: tuple[int, int] = (2, 0),
     cwd: Path | None = None,
+    exclude: Path | None = None,
 ) -> list[WatchedFile]:
     """Return the files to watch, sorted by path, each once with every reason it is watched.
 
@@ -162,7 +166,34 @@ def watched_files(
     if unit_path is not None:
         _add_unit(watch, unit_path)
     _add_policy(watch, policy)
-    return watch.result()
+    return watch.result(_baseline_files(exclude) if exclude is not None else None)
+
+
+def _baseline_files(baseline_path: Path) -> Callable[[str], bool]:
+    """Return a test for the files a baseline keeps beside itself: its signatures, pending
+    signatures, lock and temporary files, the known-good copies, evidence and restore log.
+
+    They change with every baseline and restore, so watching them, when a watched tree holds
+    the baseline, would report the baseline's own writes.
+    """
+    from mosquitto_guard.integrity.store import EVIDENCE_DIR, KNOWN_GOOD_DIR, RESTORE_LOG
+
+    path = os.path.normpath(os.path.abspath(baseline_path))
+    directory, name = os.path.split(path)
+    exact = {path, os.path.join(directory, RESTORE_LOG)}
+    prefixes = (path + ".", os.path.join(directory, "." + name + "."))
+    trees = tuple(os.path.join(directory, sub) + "/" for sub in (KNOWN_GOOD_DIR, EVIDENCE_DIR))
+    trees_exact = {tree[:-1] for tree in trees}
+
+    def owned(candidate: str) -> bool:
+        return (
+            candidate in exact
+            or candidate in trees_exact
+            or candidate.startswith(prefixes)
+            or candidate.startswith(trees)
+        )
+
+    return owned
 
 
 def _add_code(watch: _WatchList, config: BrokerConfig | None, broker: Path | None) -> None:
@@ -210,12 +241,25 @@ def _add_config(watch: _WatchList, config: BrokerConfig) -> None:
 
 
 def _add_unit(watch: _WatchList, unit_path: Path) -> None:
-    # The same drop-in rule as `audit.context.read_unit`: UNIT.d/*.conf, sorted by name.
+    """Add the unit, the same unit name in every systemd unit directory (a unit in /etc
+    overrides the package's), and every drop-in directory and drop-in of that name.
+
+    Paths that do not exist are recorded as missing, so a unit or drop-in created later is
+    reported as added.
+    """
+    from mosquitto_guard.audit import context
+
     watch.add(unit_path, "systemd unit", copy=True)
-    drop_in_dir = Path(f"{unit_path}.d")
-    if drop_in_dir.is_dir():
-        for drop_in in sorted(drop_in_dir.glob("*.conf")):
-            watch.add(drop_in, "systemd drop-in", copy=True)
+    directories = dict.fromkeys([unit_path.parent, *context.UNIT_DIRECTORIES])
+    for directory in directories:
+        candidate = directory / unit_path.name
+        if candidate != unit_path:
+            watch.add(candidate, "systemd unit search path", copy=True)
+        drop_in_dir = directory / f"{unit_path.name}.d"
+        watch.add(drop_in_dir, "systemd drop-in directory")
+        if drop_in_dir.is_dir():
+            for drop_in in sorted(drop_in_dir.glob("*.conf")):
+                watch.add(drop_in, "systemd drop-in", copy=True)
 
 
 def _add_policy(watch: _WatchList, policy: Policy) -> None:

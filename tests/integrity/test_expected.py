@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,11 +31,18 @@ def plugin_setup(setup: Setup) -> Setup:
     return setup
 
 
+def sign_after_baseline() -> None:
+    """Wait for the next whole second: manifests record signed_at in whole seconds, and a
+    manifest explains a change only when it was signed after the baseline was written."""
+    time.sleep(1.01 - time.time() % 1)
+
+
 def test_plugin_with_newly_signed_manifest_is_expected(
     plugin_setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup = plugin_setup
     assert setup.write_baseline() == 0
+    sign_after_baseline()
     plugin = build_plugin(setup, "two\n")
     setup.guard.sign(plugin, "auth", 2, "alice")
     code, document = setup.check(capsys)
@@ -77,6 +85,7 @@ def test_signed_plugin_with_new_mode_is_an_alert(
 ) -> None:
     setup = plugin_setup
     assert setup.write_baseline() == 0
+    sign_after_baseline()
     plugin = build_plugin(setup, "two\n")
     setup.guard.sign(plugin, "auth", 2, "alice")
     os.chmod(plugin, 0o777)
