@@ -2,16 +2,19 @@
 
 A scan has two passes. The first runs `lstat` on every file in the calling thread: with
 `known` records (`check --fast`), a file whose stat data is unchanged keeps its record there
-and is not read. The second reads and hashes the other files in a thread pool. `os.read` and
-`hashlib` release the GIL while they work, so threads keep disks and cores busy without the
-start-up cost of processes. Files go to the pool in chunks of up to `CHUNK_FILES` files and
-`CHUNK_BYTES` bytes: one task per file costs more in scheduling than an 8 KiB file costs to
-hash.
+and is not read. The second reads and hashes the other files, in the calling thread and
+`workers - 1` more threads. `os.read` and `hashlib` release the GIL while they work on large
+buffers, so hashing a large file runs beside other work. A small file costs mostly Python
+code, which holds the GIL, so the calling thread takes the small files first and the other
+threads take the large ones first; each then helps with the other kind. Files go out in chunks
+of up to `CHUNK_FILES` files and `CHUNK_BYTES` bytes, because one task per file costs more in
+scheduling than an 8 KiB file costs to hash.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,6 +27,8 @@ Progress = Callable[[int], None]
 
 CHUNK_FILES = 128
 CHUNK_BYTES = 64 * 1024 * 1024
+# Files from this size on are hashed first by the helper threads.
+LARGE_FILE_BYTES = 1024 * 1024
 
 
 def default_workers() -> int:
@@ -82,14 +87,27 @@ def _record_all(
         if progress is not None:
             progress(len(chunk))
 
-    chunks = _chunks(pending)
-    if workers <= 1 or len(chunks) <= 1:
-        for chunk in chunks:
-            record_chunk(chunk)
+    small = deque(_chunks([item for item in pending if item[1] < LARGE_FILE_BYTES]))
+    large = deque(_chunks([item for item in pending if item[1] >= LARGE_FILE_BYTES]))
+
+    def drain(first: deque[list[tuple[int, int]]], second: deque[list[tuple[int, int]]]) -> None:
+        # deque.popleft is atomic, so threads share the two queues without a lock.
+        for queue in (first, second):
+            while True:
+                try:
+                    chunk = queue.popleft()
+                except IndexError:
+                    break
+                record_chunk(chunk)
+
+    if workers <= 1 or not large:
+        drain(small, large)
         return
-    with ThreadPoolExecutor(max_workers=workers) as executor:
-        # list() re-raises the first exception a chunk raised.
-        list(executor.map(record_chunk, chunks))
+    with ThreadPoolExecutor(max_workers=workers - 1) as executor:
+        helpers = [executor.submit(drain, large, small) for _ in range(workers - 1)]
+        drain(small, large)
+        for helper in helpers:
+            helper.result()  # re-raises what a helper raised
 
 
 def _chunks(pending: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
