@@ -5,13 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
 from baseline_setup import Setup
+from review_support import guard_cli, restore_args, watch_paths
 
 from mosquitto_guard.cli import main
+from mosquitto_guard.integrity import restore as restore_module
+from mosquitto_guard.integrity import store
 
 
 def restore(setup: Setup, *paths: Path) -> int:
@@ -192,3 +197,145 @@ def test_known_good_copies_are_private(setup: Setup) -> None:
     assert hashlib.sha256((setup.root / "passwd").read_bytes()).hexdigest() in names
     for copy in store.iterdir():
         assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_restore_log_records_untruncated_evidence(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    setup.config.write_text("listener 1\n")
+    assert restore(setup, setup.config) == 0
+    entry = log_entries(setup)[-1]
+    assert entry["evidence_truncated"] is False
+    assert Path(entry["evidence"]).read_text() == "listener 1\n"
+
+
+def test_restore_cuts_evidence_at_limit(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "EVIDENCE_LIMIT", 16)
+    assert setup.write_baseline() == 0
+    dropped = setup.root / "conf.d" / "big.conf"
+    dropped.write_bytes(b"x" * 100)
+    assert restore(setup, dropped) == 0
+    assert not dropped.exists()
+    entry = log_entries(setup)[-1]
+    assert entry["evidence_truncated"] is True
+    assert Path(entry["evidence"]).read_bytes() == b"x" * 16
+
+
+def test_restore_evidence_name_is_short(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    dropped = setup.root / "conf.d" / ("\u00e9" * 120)
+    dropped.write_text("dropped\n")
+    assert restore(setup, dropped) == 0
+    entry = log_entries(setup)[-1]
+    assert entry["path"] == str(dropped)
+    name = Path(entry["evidence"]).name
+    assert len(os.fsencode(name)) <= 255
+    # 100 bytes of the name, cut at a character boundary: 50 two-byte characters.
+    assert name.endswith("-" + "\u00e9" * 50)
+    assert Path(entry["evidence"]).read_text() == "dropped\n"
+
+
+def test_quarantine_rejects_symlinked_directory(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    include = setup.root / "conf.d"
+    elsewhere = setup.root / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.me").write_text("not the guard's file\n")
+    include.rename(setup.root / "conf.d-moved")
+    include.symlink_to(elsewhere)
+    capsys.readouterr()
+    assert restore(setup, include / "keep.me") == 1
+    error = capsys.readouterr().err
+    assert f"the directory {include} on its path is a symlink" in error
+    assert "Traceback" not in error
+    assert (elsewhere / "keep.me").read_text() == "not the guard's file\n"
+
+
+def test_restore_rejects_symlink_at_link_target(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = setup.root / "tls" / "key-a.pem"
+    assert setup.write_baseline() == 0
+    victim = setup.root / "victim"
+    victim.write_text("not a key\n")
+    target.unlink()
+    target.symlink_to(victim)
+    capsys.readouterr()
+    assert restore(setup, setup.root / "tls" / "key.pem") == 1
+    assert "is itself a symlink" in capsys.readouterr().err
+    assert victim.read_text() == "not a key\n"
+    assert target.is_symlink()
+
+
+def test_restore_symlink_skips_existing_temporary_name(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    link = setup.root / "tls" / "key.pem"
+    assert setup.write_baseline() == 0
+    link.unlink()
+    link.symlink_to("key-b.pem")
+    existing = link.parent / ".mosquitto-guard-existing.tmp"
+    existing.symlink_to(setup.root / "acl")
+    names = iter(["existing", "free"])
+    monkeypatch.setattr(restore_module.secrets, "token_hex", lambda size: next(names))
+    assert restore(setup, link) == 0
+    assert os.readlink(link) == "key-a.pem"
+    assert os.readlink(existing) == str(setup.root / "acl")
+    assert not (link.parent / ".mosquitto-guard-free.tmp").exists()
+
+
+def test_restore_recreates_missing_directory(setup: Setup) -> None:
+    watched = setup.root / "data"
+    watched.mkdir()
+    os.chmod(watched, 0o750)
+    watch_paths(setup, watched)
+    assert setup.write_baseline() == 0
+    watched.rmdir()
+    assert restore(setup, watched) == 0
+    info = os.lstat(watched)
+    assert stat.S_ISDIR(info.st_mode)
+    assert info.st_mode & 0o777 == 0o750
+    assert log_entries(setup)[-1]["action"] == "permissions"
+
+
+def test_restore_rejects_directory_made_symlink(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    watched = setup.root / "data"
+    watched.mkdir()
+    watch_paths(setup, watched)
+    assert setup.write_baseline() == 0
+    secret = setup.root / "secret.key"
+    secret.write_text("private\n")
+    os.chmod(secret, 0o600)
+    watched.rmdir()
+    watched.symlink_to(secret)
+    capsys.readouterr()
+    assert restore(setup, watched) == 1
+    assert "should be a directory but is of type symlink" in capsys.readouterr().err
+    assert os.stat(secret).st_mode & 0o777 == 0o600
+
+
+def test_damaged_copy_leaves_no_temporary_file(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    for copy in (setup.baseline.parent / "known-good").iterdir():
+        copy.write_bytes(b"plugin /tmp/evil.so\n")
+    setup.config.write_text("listener 1\n")
+    before = sorted(path.name for path in setup.config.parent.iterdir())
+    assert restore(setup, setup.config) == 1
+    assert sorted(path.name for path in setup.config.parent.iterdir()) == before
+
+
+def test_full_disk_leaves_no_partial_log_line(setup: Setup) -> None:
+    assert setup.write_baseline() == 0
+    log = setup.baseline.parent / "restore.log"
+    # RLIMIT_FSIZE (1 MiB) lets the small evidence file and the copy through, and stops the
+    # append to this log a few bytes in.
+    log.write_bytes(b"\n" * ((1 << 20) - 8))
+    setup.config.write_text("listener 1\n")
+    result = guard_cli(*restore_args(setup, setup.config), limits={resource.RLIMIT_FSIZE: 1 << 20})
+    assert result.returncode == 3, result.stderr
+    assert "cannot append to the restore log" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert log.stat().st_size == (1 << 20) - 8
