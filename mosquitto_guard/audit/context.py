@@ -23,13 +23,8 @@ from mosquitto_guard.errors import ConfigError, GuardError
 from mosquitto_guard.inventory.model import Inventory
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 from mosquitto_guard.policy.model import Policy
+from mosquitto_guard.units import UNIT_DIRECTORIES
 
-UNIT_DIRECTORIES = (
-    Path("/etc/systemd/system"),
-    Path("/run/systemd/system"),
-    Path("/lib/systemd/system"),
-    Path("/usr/lib/systemd/system"),
-)
 CHANGELOG = Path("/usr/share/doc/mosquitto/changelog.Debian.gz")
 CVE_PATTERN = re.compile(r"CVE-\d{4}-\d{4,}")
 

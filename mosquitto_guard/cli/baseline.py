@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
 from mosquitto_guard.integrity.scan import default_workers
-from mosquitto_guard.integrity.watchlist import SERVICE_UNIT_NAME, Targets, default_unit
+from mosquitto_guard.integrity.watchlist import Targets, default_unit
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
+from mosquitto_guard.units import SERVICE_UNIT_NAME
 
 if TYPE_CHECKING:
     from mosquitto_guard.integrity.baseline import Baseline

@@ -45,8 +45,6 @@ SIGNATURE_SUFFIXES: dict[KeyKind, str] = {"ssh": ".sig", "minisign": ".minisig"}
 # An estimate: a record takes about 500 bytes, so this allows some 100,000 files.
 MAX_BASELINE_BYTES = 64 * 1024 * 1024
 MAX_SIGNATURE_BYTES = 16 * 1024
-# The JSON types a record attribute may have; bool is excluded as a type of its own.
-_ATTRIBUTE_TYPES = frozenset({str, int, type(None)})
 # Hex digits of the baseline's SHA-256 in the name of a pending signature.
 PENDING_DIGEST_LENGTH = 16
 LOCK_SUFFIX = ".lock"
@@ -366,8 +364,6 @@ def _parse_entry(where: Path, path: str, value: Any) -> Entry:
         raise BaselineError(f"{where}: entry {path!r}: 'reasons' must be a list of strings")
     if type(record) is not dict or type(record.get("type")) is not str:
         raise BaselineError(f"{where}: entry {path!r}: 'record' must be an object with a type")
-    if not all(type(attribute) in _ATTRIBUTE_TYPES for attribute in record.values()):
-        raise BaselineError(f"{where}: entry {path!r}: an attribute is not a string or number")
     return Entry(reasons=tuple(reasons), record=record)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from mosquitto_guard import units
 from mosquitto_guard.config.model import BrokerConfig
 from mosquitto_guard.config.options import (
     CERTIFICATE_DIRECTORY_OPTIONS,
@@ -30,12 +31,12 @@ from mosquitto_guard.config.options import (
 from mosquitto_guard.config.reader import read_config
 from mosquitto_guard.inventory.collect import collect_inventory
 from mosquitto_guard.policy.model import Policy
+from mosquitto_guard.units import SERVICE_UNIT_NAME
 
 # Config options whose value is a file or directory the broker reads.
 FILE_OPTIONS = (*READ_FILE_OPTIONS, *CERTIFICATE_DIRECTORY_OPTIONS)
 TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
 DEFAULT_CONFIG_PATH = Path("/etc/mosquitto/mosquitto.conf")
-SERVICE_UNIT_NAME = "mosquitto.service"
 # Inventory kinds that name a directory the loader searches, not a file it loads.
 _DIRECTORY_KINDS = frozenset({"ld_library_path"})
 _PLUGIN_KINDS = frozenset({"plugin", "auth_plugin", "global_plugin", "plugin_load"})
@@ -83,9 +84,7 @@ class Targets:
 
 def default_unit() -> Path | None:
     """Return the first installed mosquitto.service, or None."""
-    from mosquitto_guard.audit.context import UNIT_DIRECTORIES
-
-    for directory in UNIT_DIRECTORIES:
+    for directory in units.UNIT_DIRECTORIES:
         candidate = directory / SERVICE_UNIT_NAME
         if candidate.exists():
             return candidate
@@ -247,10 +246,8 @@ def _add_unit(watch: _WatchList, unit_path: Path) -> None:
     Paths that do not exist are recorded as missing, so a unit or drop-in created later is
     reported as added.
     """
-    from mosquitto_guard.audit import context
-
     watch.add(unit_path, "systemd unit", copy=True)
-    directories = dict.fromkeys([unit_path.parent, *context.UNIT_DIRECTORIES])
+    directories = dict.fromkeys([unit_path.parent, *units.UNIT_DIRECTORIES])
     for directory in directories:
         candidate = directory / unit_path.name
         if candidate != unit_path:

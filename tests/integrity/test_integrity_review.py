@@ -460,12 +460,12 @@ def guarded_unit(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pat
     Returns the unit in lib/ and the drop-in in etc/, the location that the help of
     `mosquitto-guard systemd-unit` names.
     """
-    from mosquitto_guard.audit import context
+    from mosquitto_guard import units
 
     directories = tuple(path / "systemd" / "system" for path in unit_dirs(root))
     for directory in directories:
         directory.mkdir(parents=True)
-    monkeypatch.setattr(context, "UNIT_DIRECTORIES", directories)
+    monkeypatch.setattr(units, "UNIT_DIRECTORIES", directories)
     unit = directories[2] / "mosquitto.service"
     unit.write_text("[Service]\nExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf\n")
     drop_in = directories[0] / "mosquitto.service.d" / "mosquitto-guard.conf"
