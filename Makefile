@@ -29,6 +29,9 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/audit.py
+	$(BIN)/python benchmarks/integrity.py
+	$(BIN)/python benchmarks/watch_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
