@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from baseline_setup import Setup
+from debian_package import build_deb, install, package_name
 from support import c_string
 
 
@@ -94,53 +92,21 @@ def test_signed_plugin_with_new_mode_is_an_alert(
     assert document["changed"][0]["changes"]["mode"]["new"] == "0777"
 
 
-# A throwaway Debian package, installed into the host's dpkg database for real.
-
-
-def build_deb(work: Path, name: str, version: str, target: Path, content: bytes) -> Path:
-    root = work / f"{name}-{version}"
-    (root / "DEBIAN").mkdir(parents=True)
-    installed = root / target.relative_to("/")
-    installed.parent.mkdir(parents=True)
-    installed.write_bytes(content)
-    (root / "DEBIAN" / "control").write_text(
-        f"Package: {name}\nVersion: {version}\nArchitecture: all\n"
-        "Maintainer: mosquitto-guard tests <tests@localhost>\n"
-        "Description: integrity test package\n"
-    )
-    output = work / f"{name}_{version}_all.deb"
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "--build", str(root), str(output)],
-        check=True,
-        capture_output=True,
-    )
-    return output
-
-
 @pytest.fixture
-def package(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    if os.geteuid() != 0 or shutil.which("dpkg-deb") is None:
-        pytest.skip("installs a package: needs root and dpkg-deb")
-    name = f"mosquitto-guard-test-{uuid.uuid4().hex[:8]}"
-    target = Path("/opt") / name / "lib" / "helper.so"
-    yield name, target
-    subprocess.run(["dpkg", "--purge", name], capture_output=True, check=False)
-    shutil.rmtree(target.parents[1], ignore_errors=True)
-
-
-def install(deb: Path) -> None:
-    subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
+def package() -> Iterator[tuple[str, Path]]:
+    with package_name("mosquitto-guard-test") as name:
+        yield name, Path("/opt") / name / "lib" / "helper.so"
 
 
 def test_package_upgrade_explained_by_dpkg_is_expected(
     setup: Setup, package: tuple[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     name, target = package
-    install(build_deb(tmp_path, name, "1.0", target, b"version one\n"))
+    install(build_deb(tmp_path, name, {target: b"version one\n"}))
     with setup.guard.policy.open("a") as handle:
         handle.write(f'\n[integrity]\npaths = ["{target}"]\n')
     assert setup.write_baseline() == 0
-    install(build_deb(tmp_path, name, "2.0", target, b"version two, longer\n"))
+    install(build_deb(tmp_path, name, {target: b"version two, longer\n"}, version="2.0"))
     code, document = setup.check(capsys)
     assert code == 0, document
     [expected] = document["expected"]

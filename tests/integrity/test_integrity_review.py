@@ -23,12 +23,12 @@ import struct
 import subprocess
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from baseline_setup import Setup
+from debian_package import build_deb, install, package_name
 from review_support import (
     IN_MOVED_TO,
     LIBC,
@@ -118,42 +118,10 @@ def test_rollback_with_old_manifest_is_alert(
     assert code == 4, document
 
 
-# A throwaway Debian package, installed into the host's dpkg database and purged afterwards.
-
-
-def build_deb(
-    work: Path, name: str, files: dict[Path, bytes], conffiles: tuple[Path, ...] = ()
-) -> Path:
-    root = work / name
-    (root / "DEBIAN").mkdir(parents=True)
-    for target, content in files.items():
-        installed = root / target.relative_to("/")
-        installed.parent.mkdir(parents=True, exist_ok=True)
-        installed.write_bytes(content)
-    (root / "DEBIAN" / "control").write_text(
-        f"Package: {name}\nVersion: 1.0\nArchitecture: all\n"
-        "Maintainer: mosquitto-guard tests <tests@localhost>\n"
-        "Description: integrity review package\n"
-    )
-    if conffiles:
-        (root / "DEBIAN" / "conffiles").write_text("".join(f"{path}\n" for path in conffiles))
-    output = work / f"{name}.deb"
-    subprocess.run(
-        ["dpkg-deb", "--root-owner-group", "--build", str(root), str(output)],
-        check=True,
-        capture_output=True,
-    )
-    return output
-
-
-@pytest.fixture
-def package_name() -> Iterator[str]:
-    if os.geteuid() != 0 or shutil.which("dpkg-deb") is None:
-        pytest.skip("installs a package: needs root and dpkg-deb")
-    name = f"mosquitto-guard-review-{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["dpkg", "--purge", name], capture_output=True, check=False)
-    shutil.rmtree(Path("/opt") / name, ignore_errors=True)
+@pytest.fixture(name="package_name")
+def fresh_package_name() -> Iterator[str]:
+    with package_name("mosquitto-guard-review") as name:
+        yield name
 
 
 def test_conffile_reverted_to_package_default_is_alert(
@@ -167,7 +135,7 @@ def test_conffile_reverted_to_package_default_is_alert(
     conffile = Path("/opt") / package_name / "etc" / "settings.conf"
     default = b"require_authentication false\n"
     deb = build_deb(tmp_path, package_name, {conffile: default}, conffiles=(conffile,))
-    subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
+    install(deb)
     conffile.write_bytes(b"require_authentication true\n")
     watch_paths(setup, conffile)
     assert setup.write_baseline() == 0
@@ -190,7 +158,7 @@ def test_dpkg_explanation_rereads_swapped_file(
     library = Path("/opt") / package_name / "lib" / "helper.so"
     packaged = b"packaged helper\n"
     deb = build_deb(tmp_path, package_name, {library: packaged})
-    subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
+    install(deb)
     watch_paths(setup, library)
     assert setup.write_baseline() == 0
 

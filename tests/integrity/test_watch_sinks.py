@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from support import MOSQUITTO, free_port, stop_process, wait_for_port
-from test_watch import (
+from watch_support import (
     GUARD,
     WAIT_SECONDS,
     Event,
@@ -53,16 +53,6 @@ SYSLOG_LINE = re.compile(
     r"^<(?P<priority>\d+)>\w{3} [ \d]\d \d\d:\d\d:\d\d mosquitto-guard\[(?P<pid>\d+)\]: "
     r"(?P<json>\{.*\})$"
 )
-
-
-@pytest.fixture
-def watches() -> Iterator[list[Watch]]:
-    started: list[Watch] = []
-    yield started
-    for watch in started:
-        if watch.process.poll() is None:
-            watch.process.kill()
-            watch.process.wait(timeout=WAIT_SECONDS)
 
 
 # Syslog.
