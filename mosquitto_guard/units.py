@@ -1,4 +1,4 @@
-"""Where systemd looks for the broker's unit, in its order of precedence.
+"""The systemd unit directories the broker's unit may be in, in their order of precedence.
 
 A unit file in an earlier directory overrides one of the same name in a later one, and the
 drop-in directories `NAME.d` of every directory apply.
