@@ -6,8 +6,8 @@ the two files written: the baseline and its signature, `FILE.sig` for an SSH key
 `FILE.minisig` for a minisign key. Known-good copies of plugins and config files go to
 `known-good/` beside the baseline, for `restore`.
 
-Exit codes: 0 written; 1 the config is rejected or the key is invalid; 2 a usage or policy
-error; 3 an operational error.
+Exit codes: 0 written; 1 the config is rejected, or the key is invalid or not trusted by the
+policy; 2 a usage or policy error; 3 an operational error.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
+from mosquitto_guard.errors import GuardError, VerificationError
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
 from mosquitto_guard.integrity.scan import default_workers
 from mosquitto_guard.integrity.watchlist import Targets, default_unit
@@ -31,6 +32,7 @@ from mosquitto_guard.units import SERVICE_UNIT_NAME
 if TYPE_CHECKING:
     from mosquitto_guard.integrity.baseline import Baseline
     from mosquitto_guard.integrity.watchlist import WatchedFile
+    from mosquitto_guard.policy.model import Policy
 
 logger = logging.getLogger(__name__)
 
@@ -144,22 +146,51 @@ def run(args: argparse.Namespace) -> int:
     check_target(output)
     key = load_private_key(args.key)
     if policy.trusted_key(key.public_key.key_id) is None:
-        logger.warning(
-            "key %s is not trusted by the policy %s: check will reject this baseline",
-            key.public_key.key_id,
-            policy.path,
+        raise VerificationError(
+            f"key {key.public_key.key_id} ({args.key}) is not trusted by the policy "
+            f"{policy.path}: check would reject the baseline, so {output} is left as it is",
+            fix="sign with a key listed in the policy's [[keys]], or add its public key there",
         )
-    targets = targets_from(args).resolve(None)
+    targets = targets_from(args).resolve(_previous_targets(output, policy))
     watched = targets.watched(policy, exclude=output)
     created = datetime.now(UTC)
     with progress_bar(len(watched), "recording", enabled=not args.no_progress) as progress:
         scanned = scan(watched, workers=args.workers, progress=progress)
     baseline = replace(scanned, targets=targets, created=created)
+    _warn_missing(baseline, targets)
     keep_copies(output, _copies(baseline, watched))
     signature = write_signed(output, render_baseline(baseline), key)
     print(output)
     print(signature)
     return 0
+
+
+def _warn_missing(baseline: Baseline, targets: Targets) -> None:
+    """Warn about each path the admin named that does not exist: it may be a typo.
+
+    Such a path is still recorded, as missing, so that its creation is reported later.
+    """
+    for path, entry in baseline.entries.items():
+        named = "policy [integrity] paths" in entry.reasons or Path(path) == targets.unit
+        if named and entry.record.get("type") == "missing":
+            logger.warning("%s does not exist; it is recorded as missing", path)
+
+
+def _previous_targets(output: Path, policy: Policy) -> Targets | None:
+    """Return the targets of the baseline being replaced, when it verifies.
+
+    Options not given on the command line keep their recorded values, so running `baseline`
+    again watches the same config. A baseline that does not verify is not trusted for this.
+    """
+    from mosquitto_guard.integrity.baseline import verified_targets
+
+    if not output.exists():
+        return None
+    try:
+        return verified_targets(output, policy)
+    except GuardError as error:
+        logger.warning("the targets of %s are not reused: %s", output, error.message)
+        return None
 
 
 def _copies(baseline: Baseline, watched: list[WatchedFile]) -> list[tuple[Path, str]]:

@@ -13,7 +13,9 @@ The exit code is a bitmask:
 - 4: files changed (any recorded attribute differs);
 - 8: the baseline is invalid (unsigned, signed by an untrusted key or for another
   namespace, modified after signing, or malformed); nothing is compared;
-- 16: the check could not run (the baseline, policy, config or a key cannot be read).
+- 16: the check could not run (the baseline, policy, config or a key cannot be read), or
+  ran incomplete: when the broker would reject the config, the files the baseline lists are
+  compared, and 16 is set beside the bits they give.
 
 0 means every watched file matches the baseline. An invalid command line exits with 16 too,
 because 2 would read as "removed".
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
     # A one-shot command over tens of thousands of records, which form no reference cycles:
     # the collector would only scan them again and again.
     gc.disable()
-    # NOTE: a config that the broker would reject ends the check with 16, not 4, because the
-    # watched set cannot be built from it. The alarm still fires, with the config error.
+    # A config that the broker would reject sets 16 beside the bits of the files compared:
+    # the watch list cannot be derived from it, so the baseline's own list is used.
     try:
         policy = load_policy(args.policy)
         baseline_path: Path = args.baseline or policy.integrity.baseline
@@ -111,9 +113,16 @@ def run(args: argparse.Namespace) -> int:
         return _fail(args, CHECK_FAILED, "check_failed", message)
     report = result.report
     if args.format == "json":
-        print(json.dumps(_report_document(report), indent=2, sort_keys=True))
+        document = _report_document(report)
+        if result.incomplete is not None:
+            document.update(status="incomplete", error=result.incomplete)
+            document["exit_code"] |= CHECK_FAILED
+        print(json.dumps(document, indent=2, sort_keys=True))
     else:
         print(format_text(report), end="")
+    if result.incomplete is not None:
+        print(f"mosquitto-guard: error: {printable(result.incomplete)}", file=sys.stderr)
+        return report.exit_code | CHECK_FAILED
     print(
         f"mosquitto-guard: {len(result.current.entries)} file(s) checked against "
         f"{baseline_path}: {len(report.added)} added, {len(report.removed)} removed, "

@@ -143,6 +143,8 @@ def _require_clean_check(
             f"integrity: {difference.kind} since the baseline {baseline}: {difference.path}"
             for difference in result.report.alerts
         ]
+        if result.incomplete is not None:
+            problems.append(f"integrity: {result.incomplete}")
         for difference in result.report.expected:
             _log_integrity(f"expected change: {difference.path}: {difference.explanation}")
     if not problems:

@@ -198,6 +198,27 @@ def _is_pending_name(name: str, baseline_name: str) -> bool:
     return False
 
 
+def verified_targets(baseline_path: Path, policy: Policy) -> Targets | None:
+    """Return the targets of the baseline at `baseline_path` once its signature verifies.
+
+    Only the first line is parsed, where `render_baseline` puts the header, so that reading
+    the targets of a large baseline costs little more than its signature check. Raises like
+    `load_verified`.
+    """
+    data, _ = _verified_bytes(baseline_path, policy)
+    first = data.split(b"\n", 1)[0]
+    suffix = b', "files": {'
+    if first.endswith(suffix):
+        header = first[: -len(suffix)] + b"}"
+        try:
+            document = json.loads(header)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            document = None
+        if isinstance(document, dict):
+            return _parse_targets(baseline_path, document.get("targets"))
+    return parse_baseline(data, baseline_path).targets
+
+
 def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     """Read the baseline, verify its signature against `policy`, and parse it.
 
@@ -217,6 +238,16 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
     #  5. Parse the JSON and check its structure.
     # NOTE: one trusted signature is enough; the policy's threshold applies to manifests only.
 
+    data, signers = _verified_bytes(baseline_path, policy)
+    # Step 5. The parse builds one dict per file and creates no reference cycles, so the
+    # collector only slows it down: it would scan the new objects again and again.
+    with _collector_paused():
+        parsed = parse_baseline(data, baseline_path)
+    return replace(parsed, signers=tuple(signers))
+
+
+def _verified_bytes(baseline_path: Path, policy: Policy) -> tuple[bytes, list[str]]:
+    """Run steps 1 to 4 of `load_verified`; return the bytes and the signers' key ids."""
     # Step 1.
     try:
         data = read_bounded(baseline_path, MAX_BASELINE_BYTES, "baseline")
@@ -258,11 +289,7 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
             fix=_rebuild_fix(baseline_path),
         )
 
-    # Step 5. The parse builds one dict per file and creates no reference cycles, so the
-    # collector only slows it down: it would scan the new objects again and again.
-    with _collector_paused():
-        parsed = parse_baseline(data, baseline_path)
-    return replace(parsed, signers=tuple(signers))
+    return data, signers
 
 
 def _check_signature(
@@ -343,15 +370,17 @@ def _parse_targets(where: Path, value: Any) -> Targets | None:
     configs = value.get("configs", [])
     broker = value.get("broker")
     unit = value.get("unit")
+    cwd = value.get("cwd")
     if not isinstance(configs, list) or not all(isinstance(item, str) for item in configs):
         raise BaselineError(f"{where}: 'targets.configs' must be a list of paths")
-    for name, item in (("broker", broker), ("unit", unit)):
+    for name, item in (("broker", broker), ("unit", unit), ("cwd", cwd)):
         if item is not None and not isinstance(item, str):
             raise BaselineError(f"{where}: 'targets.{name}' must be a path or null")
     return Targets(
         configs=tuple(Path(item) for item in configs),
         broker=Path(broker) if broker else None,
         unit=Path(unit) if unit else None,
+        cwd=Path(cwd) if cwd else None,
     )
 
 
@@ -381,5 +410,5 @@ def _collector_paused() -> Iterator[None]:
 def _rebuild_fix(baseline_path: Path) -> str:
     return (
         "after checking the files by other means, write a new baseline: mosquitto-guard "
-        f"baseline --policy POLICY --key KEY --output {baseline_path}"
+        f"baseline --policy POLICY --key KEY -c CONFIG --unit UNIT --output {baseline_path}"
     )

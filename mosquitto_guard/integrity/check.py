@@ -11,11 +11,12 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mosquitto_guard.errors import ConfigError
 from mosquitto_guard.integrity.baseline import Baseline, load_verified
 from mosquitto_guard.integrity.compare import Report, compare
 from mosquitto_guard.integrity.expected import explain_expected
 from mosquitto_guard.integrity.scan import Progress, scan
-from mosquitto_guard.integrity.watchlist import Targets
+from mosquitto_guard.integrity.watchlist import Targets, WatchedFile
 from mosquitto_guard.policy.model import Policy
 
 # Given the number of files, returns a context that yields the scan's progress callback.
@@ -30,6 +31,9 @@ class CheckResult:
     targets: Targets
     current: Baseline
     report: Report
+    # Set when the watch list could not be derived (the broker would reject the config): the
+    # files the baseline lists were compared instead, and the check is incomplete.
+    incomplete: str | None = None
 
 
 def check_now(
@@ -50,13 +54,20 @@ def check_now(
     """
     baseline = load_verified(baseline_path, policy)
     targets = targets.resolve(baseline.targets)
-    watched = targets.watched(policy, exclude=baseline_path)
+    incomplete = None
+    try:
+        watched = targets.watched(policy, exclude=baseline_path)
+    except ConfigError as error:
+        # A config the broker rejects, such as a bad file dropped into conf.d, must not hide
+        # the other changes: compare the files the baseline lists, and say the list is stale.
+        incomplete = f"the watch list cannot be derived: {error}"
+        watched = [WatchedFile(path, entry.reasons) for path, entry in baseline.entries.items()]
     known = baseline.entries if fast else None
     with (bar or _no_bar)(len(watched)) as progress:
         current = scan(watched, workers=workers, known=known, progress=progress)
     report = compare(baseline.entries, current.entries)
     report = explain_expected(report, baseline, baseline_path, policy)
-    return CheckResult(baseline=baseline, targets=targets, current=current, report=report)
+    return CheckResult(baseline, targets, current, report, incomplete)
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from mosquitto_guard.errors import GuardError
 from mosquitto_guard.integrity.baseline import Baseline
-from mosquitto_guard.integrity.compare import Difference, Report
+from mosquitto_guard.integrity.compare import Change, Difference, Report
 from mosquitto_guard.integrity.store import restore_log_path
 from mosquitto_guard.policy.model import Policy
 
@@ -44,7 +44,10 @@ logger = logging.getLogger(__name__)
 
 # The attributes an upgrade of the content may change.
 CONTENT_ATTRIBUTES = frozenset({"sha256", "size", "inode", "ctime", "build_id", "build_id_error"})
-RESTORE_ATTRIBUTES = frozenset({"inode", "ctime"})
+# A restore writes a new file, so the inode and ctime of the path, or of a symlink's target,
+# are new.
+TARGET_INODE = "target.inode"
+RESTORE_ATTRIBUTES = frozenset({"inode", "ctime", TARGET_INODE, "target.ctime"})
 # Directories that Debian's merged /usr makes aliases of /usr/...; dpkg may know either name.
 _MERGED = ("/bin/", "/sbin/", "/lib/", "/lib32/", "/lib64/", "/libx32/")
 _DPKG_TIMEOUT = 30
@@ -81,8 +84,8 @@ def _explain(
 ) -> str | None:
     attributes = {change.attribute for change in difference.changes}
     values = {change.attribute: change for change in difference.changes}
-    if attributes <= RESTORE_ATTRIBUTES and "inode" in values:
-        entry = restored.get((difference.path, _int(values["inode"].new)))
+    if attributes <= RESTORE_ATTRIBUTES:
+        entry = _restore_entry(difference.path, values, restored)
         if entry is not None:
             return f"put back by mosquitto-guard restore at {entry.get('time')}"
     if not attributes <= CONTENT_ATTRIBUTES or "sha256" not in values:
@@ -95,6 +98,18 @@ def _explain(
     if signed is not None:
         return signed
     return _dpkg_upgrade(difference.path, new_digest, created)
+
+
+def _restore_entry(
+    path: str, values: dict[str, Change], restored: dict[tuple[str, int], dict[str, object]]
+) -> dict[str, object] | None:
+    """Return the restore log entry that explains a new inode of `path` or of its target."""
+    if "inode" in values:
+        return restored.get((path, _int(values["inode"].new)))
+    if TARGET_INODE in values:
+        target = os.path.realpath(path)
+        return restored.get((target, _int(values[TARGET_INODE].new)))
+    return None
 
 
 def _int(value: object) -> int:

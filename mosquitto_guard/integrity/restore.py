@@ -408,8 +408,9 @@ def _open_copy(source: Path, path: Path, digest: str) -> int:
     except FileNotFoundError:
         raise RestoreRejected(
             f"{path}: no known-good copy with sha256 {digest} in {source.parent}",
-            fix="copies are kept for plugins and config files only; reinstall the package "
-            f"that owns {path} (dpkg -S {path}), or restore it from a backup",
+            fix="baseline keeps copies of plugins, config files, the files the config names, "
+            f"the unit and the policy only. If a package owns {path} (dpkg -S {path}), "
+            "reinstall it; otherwise restore it from a backup",
         ) from None
     except OSError as error:
         raise HostError(f"cannot read the known-good copy {source}: {error.strerror}") from None

@@ -53,6 +53,9 @@ class Targets:
     configs: tuple[Path, ...] = ()
     broker: Path | None = None
     unit: Path | None = None
+    # The directory relative paths in the config resolve against, as the broker resolves them
+    # against its own working directory.
+    cwd: Path | None = None
 
     def resolve(self, recorded: Targets | None) -> Targets:
         """Fill each empty field from `recorded`, then from the defaults."""
@@ -63,6 +66,7 @@ class Targets:
             configs=self.configs or recorded.configs or (DEFAULT_CONFIG_PATH,),
             broker=self.broker or recorded.broker or DEFAULT_BROKER,
             unit=self.unit or recorded.unit or default_unit(),
+            cwd=self.cwd or recorded.cwd or Path.cwd(),
         )
 
     def watched(self, policy: Policy, *, exclude: Path | None = None) -> list[WatchedFile]:
@@ -70,7 +74,12 @@ class Targets:
         `watched_files`. `exclude` is the baseline, whose own files are never watched."""
         targets = self.resolve(None)
         return watched_files(
-            list(targets.configs), policy, targets.broker, targets.unit, exclude=exclude
+            list(targets.configs),
+            policy,
+            targets.broker,
+            targets.unit,
+            exclude=exclude,
+            cwd=targets.cwd,
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -79,6 +88,7 @@ class Targets:
             "configs": [str(path) for path in self.configs],
             "broker": None if self.broker is None else str(self.broker),
             "unit": None if self.unit is None else str(self.unit),
+            "cwd": None if self.cwd is None else str(self.cwd),
         }
 
 

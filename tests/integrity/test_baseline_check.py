@@ -11,6 +11,7 @@ import pytest
 from baseline_setup import Setup, changes_of
 
 from mosquitto_guard.cli import main
+from mosquitto_guard.integrity.baseline import write_signed
 from mosquitto_guard.signing import MANIFEST_NAMESPACE
 from mosquitto_guard.signing.keys import load_private_key
 
@@ -155,11 +156,73 @@ def test_check_rejects_edited_baseline(setup: Setup, capsys: pytest.CaptureFixtu
 
 
 def test_check_rejects_untrusted_signer(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
     setup.guard.keygen("mallory")
-    assert setup.write_baseline("mallory") == 0
+    data = setup.baseline.read_bytes()
+    write_signed(setup.baseline, data, load_private_key(setup.guard.keys["mallory"]))
     code, document = setup.check(capsys)
     assert code == 8
     assert "which the policy does not trust" in document["error"]
+
+
+def test_baseline_rejects_untrusted_key(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert setup.write_baseline() == 0
+    before = setup.baseline.read_bytes()
+    setup.guard.keygen("mallory")
+    capsys.readouterr()
+    assert setup.write_baseline("mallory") == 1
+    assert "is not trusted by the policy" in capsys.readouterr().err
+    assert setup.baseline.read_bytes() == before
+    assert setup.check(capsys)[0] == 0
+
+
+def test_baseline_again_keeps_recorded_targets(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    first = json.loads(setup.baseline.read_bytes())
+    # No -c and no --unit: the targets come from the baseline being replaced.
+    argv = [
+        "baseline",
+        "--policy",
+        str(setup.guard.policy),
+        "--key",
+        str(setup.guard.keys["alice"]),
+    ]
+    assert main([*argv, "--output", str(setup.baseline)]) == 0
+    second = json.loads(setup.baseline.read_bytes())
+    assert second["targets"] == first["targets"]
+    assert set(second["files"]) == set(first["files"])
+
+
+def test_check_resolves_relative_paths_from_recorded_directory(
+    setup: Setup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (setup.root / "relative.acl").write_text("topic read #\n")
+    with setup.config.open("a") as handle:
+        handle.write("psk_file relative.acl\n")
+    monkeypatch.chdir(setup.root)
+    assert setup.write_baseline() == 0
+    monkeypatch.chdir("/")
+    code, document = setup.check(capsys)
+    assert code == 0, document
+    (setup.root / "relative.acl").write_text("topic readwrite #\n")
+    code, document = setup.check(capsys)
+    assert code == 4
+    assert str(setup.root / "relative.acl") in [item["path"] for item in document["changed"]]
+
+
+def test_check_with_rejected_config_still_compares(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert setup.write_baseline() == 0
+    (setup.root / "conf.d" / "bad.conf").write_text("no_such_option 1\n")
+    (setup.root / "acl").write_text("topic readwrite secret/#\n")
+    code, document = setup.check(capsys)
+    assert code == 4 | 16, document
+    assert document["status"] == "incomplete"
+    assert "bad.conf" in document["error"]
+    assert str(setup.root / "acl") in [item["path"] for item in document["changed"]]
 
 
 def test_check_rejects_manifest_namespace(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:

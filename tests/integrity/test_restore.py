@@ -94,13 +94,19 @@ def test_restore_relinks_swapped_symlink(setup: Setup) -> None:
     assert log_entries(setup)[-1]["action"] == "relinked"
 
 
-def test_restore_puts_back_symlink_target_content(setup: Setup) -> None:
+def test_restore_puts_back_symlink_target_content(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
     target = setup.root / "tls" / "key-a.pem"
     content = target.read_bytes()
     assert setup.write_baseline() == 0
     target.write_text("attacker key\n")
     assert restore(setup, setup.root / "tls" / "key.pem") == 0
     assert target.read_bytes() == content
+    # The target's new inode is explained by the restore log.
+    code, document = setup.check(capsys)
+    assert code == 0, document
+    assert str(setup.root / "tls" / "key.pem") in [item["path"] for item in document["expected"]]
 
 
 def test_restore_quarantines_file_dropped_into_include_dir(
