@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar(len(watched), "recording", enabled=not args.no_progress) as progress:
         scanned = scan(watched, workers=args.workers, progress=progress)
     baseline = replace(scanned, targets=targets, created=created)
-    _warn_missing(baseline, targets)
+    _warn_missing(baseline, targets, policy)
     keep_copies(output, _copies(baseline, watched))
     signature = write_signed(output, render_baseline(baseline), key)
     print(output)
@@ -165,14 +165,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_missing(baseline: Baseline, targets: Targets) -> None:
+def _warn_missing(baseline: Baseline, targets: Targets, policy: Policy) -> None:
     """Warn about each path the admin named that does not exist: it may be a typo.
 
     Such a path is still recorded, as missing, so that its creation is reported later.
     """
-    for path, entry in baseline.entries.items():
-        named = "policy [integrity] paths" in entry.reasons or Path(path) == targets.unit
-        if named and entry.record.get("type") == "missing":
+    for path in (*policy.integrity.paths, targets.unit):
+        entry = baseline.entries.get(str(path)) if path is not None else None
+        if entry is not None and entry.record.get("type") == "missing":
             logger.warning("%s does not exist; it is recorded as missing", path)
 
 
@@ -197,9 +197,9 @@ def _copies(baseline: Baseline, watched: list[WatchedFile]) -> list[tuple[Path, 
     """Return (path, sha256) of each regular file marked `keep_copy`."""
     copies: list[tuple[Path, str]] = []
     for item in watched:
-        record = baseline.entries[str(item.path)].record
         if not item.keep_copy:
             continue
+        record = baseline.entries[item.name].record
         if record.get("type") == "file" and isinstance(record.get("sha256"), str):
             copies.append((item.path, str(record["sha256"])))
         elif record.get("type") == "symlink" and isinstance(record.get("target.sha256"), str):
