@@ -46,6 +46,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from machine_info import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 GUARD_SCRIPT = Path(sys.executable).parent / "mosquitto-guard"
 BROKER = Path("/usr/sbin/mosquitto")
@@ -403,15 +405,6 @@ def machine(aide_version: str) -> str:
         f"machine: {cpu_model()}, {os.cpu_count()} CPUs, kernel {platform.release()}, "
         f"Python {platform.python_version()}, {aide_version}, mosquitto-guard {commit}"
     )
-
-
-def cpu_model() -> str:
-    """Return the `model name` line of /proc/cpuinfo, or the machine type when it has none."""
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main() -> int:

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_info import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -157,15 +159,6 @@ def report(samples: dict[str, list[float]], runs: int) -> None:
               f"{max(values) * 1000:.1f} |")
     print(f"\nadded by mosquitto-guard: {(guarded - plain) * 1000:.1f} ms (median); "
           f"ratio guarded/plain: {guarded / plain:.2f}")
-
-
-def cpu_model() -> str:
-    """Return the `model name` line of /proc/cpuinfo, or the machine type when it has none."""
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 if __name__ == "__main__":
