@@ -1,4 +1,4 @@
-"""What the benchmarks print about the machine they ran on."""
+"""The machine details the benchmarks print beside their results."""
 
 from __future__ import annotations
 
