@@ -342,7 +342,19 @@ def parse_baseline(data: bytes, where: Path) -> Baseline:
     files = document.get("files")
     if not isinstance(files, dict):
         raise BaselineError(f"{where}: 'files' must be an object")
-    entries = {path: _parse_entry(where, path, value) for path, value in files.items()}
+    entries: dict[str, Entry] = {}
+    for path, value in files.items():
+        # The checks are inline, because a large baseline has tens of thousands of entries.
+        reasons = value.get("reasons") if type(value) is dict else None
+        record = value.get("record") if type(value) is dict else None
+        if (
+            type(reasons) is not list
+            or type(record) is not dict
+            or type(record.get("type")) is not str
+            or not all(type(item) is str for item in reasons)
+        ):
+            raise _entry_error(where, path, value)
+        entries[path] = Entry(tuple(reasons), record)
     return Baseline(
         entries=entries,
         targets=_parse_targets(where, document.get("targets")),
@@ -384,16 +396,14 @@ def _parse_targets(where: Path, value: Any) -> Targets | None:
     )
 
 
-def _parse_entry(where: Path, path: str, value: Any) -> Entry:
+def _entry_error(where: Path, path: str, value: Any) -> BaselineError:
+    """Return the error that says what is wrong with the malformed entry `value`."""
     if type(value) is not dict:
-        raise BaselineError(f"{where}: entry {path!r} must be an object")
+        return BaselineError(f"{where}: entry {path!r} must be an object")
     reasons = value.get("reasons")
-    record = value.get("record")
     if type(reasons) is not list or not all(type(item) is str for item in reasons):
-        raise BaselineError(f"{where}: entry {path!r}: 'reasons' must be a list of strings")
-    if type(record) is not dict or type(record.get("type")) is not str:
-        raise BaselineError(f"{where}: entry {path!r}: 'record' must be an object with a type")
-    return Entry(reasons=tuple(reasons), record=record)
+        return BaselineError(f"{where}: entry {path!r}: 'reasons' must be a list of strings")
+    return BaselineError(f"{where}: entry {path!r}: 'record' must be an object with a type")
 
 
 @contextmanager

@@ -25,6 +25,8 @@ Record = dict[str, str | int | None]
 ELF_MAGIC = b"\x7fELF"
 TARGET_PREFIX = "target."
 _CHUNK = 1 << 20
+# The recorded text of each permission mode, looked up rather than formatted for each file.
+_MODE_TEXT = tuple(f"{mode:04o}" for mode in range(0o10000))
 # Reads of a file that keeps changing before it is recorded with an error.
 _ATTEMPTS = 3
 # The recorded attributes `unchanged_record` compares with fresh stat data, in this order.
@@ -96,7 +98,7 @@ def _unchanged(known: Record, info: os.stat_result, prefix: str) -> bool:
         info.st_ctime_ns,
         info.st_ino,
         info.st_size,
-        f"{stat.S_IMODE(info.st_mode):04o}",
+        _MODE_TEXT[stat.S_IMODE(info.st_mode)],
         info.st_uid,
         info.st_gid,
     )
@@ -115,7 +117,7 @@ def _link_unchanged(path: Path | str, known: Record, info: os.stat_result) -> bo
 def _metadata(kind: str, info: os.stat_result) -> Record:
     return {
         "type": kind,
-        "mode": f"{stat.S_IMODE(info.st_mode):04o}",
+        "mode": _MODE_TEXT[stat.S_IMODE(info.st_mode)],
         "uid": info.st_uid,
         "gid": info.st_gid,
         "inode": info.st_ino,

@@ -49,21 +49,25 @@ def scan(
     unchanged keeps its known record without being read; see `record.unchanged_record`.
     """
     records: list[Record | None] = [None] * len(watched)
+    kept: list[Entry | None] = [None] * len(watched)
     pending: list[tuple[int, int]] = []  # (index, size) of the files to record in full
     for index, item in enumerate(watched):
         entry = known.get(item.name) if known is not None else None
-        if entry is not None:
-            records[index] = unchanged_record(item.name, entry.record)
-        if records[index] is None:
+        if entry is not None and unchanged_record(item.name, entry.record) is not None:
+            # The known entry itself when the reasons are the same, so compare can skip it.
+            same = entry.reasons == item.reasons
+            kept[index] = entry if same else Entry(item.reasons, entry.record)
+        else:
             pending.append((index, _size(item)))
     if progress is not None and len(watched) > len(pending):
         progress(len(watched) - len(pending))
     _record_all(watched, pending, records, workers, progress)
-    entries = {
-        item.name: Entry(reasons=item.reasons, record=record)
-        for item, record in zip(watched, records, strict=True)
-        if record is not None
-    }
+    entries: dict[str, Entry] = {}
+    for item, entry, record in zip(watched, kept, records, strict=True):
+        if entry is not None:
+            entries[item.name] = entry
+        elif record is not None:
+            entries[item.name] = Entry(item.reasons, record)
     return Baseline(entries=entries)
 
 
