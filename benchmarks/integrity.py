@@ -25,6 +25,9 @@ of one file is changed, and each check must report that file. The file's content
 afterwards, but its ctime stays new.
 
 Run as root after `make setup`:  .venv/bin/python benchmarks/integrity.py [--runs 5]
+
+It times the `mosquitto-guard` script beside the Python that runs it, so a regular install
+is measured by running this file with that install's Python (see benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
