@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from mosquitto_guard.errors import GuardError
+from mosquitto_guard.errors import ConfigError, GuardError
 from mosquitto_guard.integrity.alerts import EventLog
 from mosquitto_guard.integrity.baseline import (
     SIGNATURE_SUFFIXES,
@@ -93,6 +93,8 @@ class Monitor:
             wake=self._wakeup.wake,
         )
         self._last_errors: dict[str, str] = {}
+        # The last "config_rejected" alert, so that it is not repeated for each event.
+        self._config_alert: str | None = None
         # The baseline and its signatures: a change to one starts a full check, which reloads
         # the baseline. `write_signed` renames the new signature into place last.
         self._baseline_files = {str(settings.baseline_path)} | {
@@ -118,9 +120,12 @@ class Monitor:
         settings = self.settings
         baseline = load_verified(settings.baseline_path, settings.policy)
         self.targets = settings.targets.resolve(baseline.targets)
-        self._replace_watchlist(
-            self.targets.watched(settings.policy, exclude=settings.baseline_path)
-        )
+        try:
+            watched = self.targets.watched(settings.policy, exclude=settings.baseline_path)
+        except ConfigError:
+            # check_now below falls back to the baseline's list, and the alert follows it.
+            watched = [WatchedFile(path, entry.reasons) for path, entry in baseline.entries.items()]
+        self._replace_watchlist(watched)
         self._report_failures(
             "watch", self._watches.watch_paths(sorted(self._baseline_files | {self._restore_log}))
         )
@@ -136,6 +141,8 @@ class Monitor:
         self._replace_watchlist(_watch_list(result))
         paths = set(result.baseline.entries) | set(result.current.entries)
         self.reported.report(result.report, result.current.entries, paths, STARTUP_CHECK)
+        if result.incomplete is not None:
+            self._config_rejected(result.incomplete, STARTUP_CHECK)
 
     def run(self) -> int:
         """Watch until SIGTERM or SIGINT, and return the signal number."""
@@ -204,6 +211,10 @@ class Monitor:
             watched = self.targets.watched(
                 self.settings.policy, exclude=self.settings.baseline_path
             )
+        except ConfigError as error:
+            message = f"the watch list cannot be derived: {error}"
+            self._config_rejected(message, INOTIFY, error.path)
+            return set()
         except GuardError as error:
             self._error_once(
                 "relist",
@@ -212,7 +223,25 @@ class Monitor:
             )
             return set()
         self._last_errors.pop("relist", None)
+        self._config_alert = None
         return self._replace_watchlist(watched)
+
+    def _config_rejected(self, message: str, source: str, path: str | None = None) -> None:
+        """Alert, once per message, that the broker would reject its config now.
+
+        An alert, not an error, because a file dropped into an include_dir can cause it, and
+        it goes to MQTT like the other alerts. The files listed before are still watched.
+        """
+        if message == self._config_alert:
+            return
+        self._config_alert = message
+        self.events.emit(
+            "integrity_alert",
+            kind="config_rejected",
+            path=path,
+            message=message,
+            source=source,
+        )
 
     def _replace_watchlist(self, watched: list[WatchedFile]) -> set[str]:
         new = {item.name: item for item in watched}

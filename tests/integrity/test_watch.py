@@ -208,6 +208,28 @@ def test_watch_escapes_newline_in_name(setup: Setup, watches: list[Watch]) -> No
     assert [json.loads(line)["event"] for line in watch.lines].count("watch_stopped") == 1
 
 
+def test_watch_alerts_on_rejected_config(setup: Setup, watches: list[Watch]) -> None:
+    """A file the broker would reject, dropped into conf.d, is an alert, not only an error."""
+    watch = start_watch(setup, watches)
+    bad = setup.root / "conf.d" / "bad.conf"
+    bad.write_text("no_such_option 1\n")
+    alert = watch.wait_for(is_event("integrity_alert", kind="config_rejected"))
+    assert alert["path"] == str(bad)
+    assert "no_such_option" in alert["message"] or "unknown option" in alert["message"]
+    # Other files are still watched while the config is rejected.
+    (setup.root / "acl").write_text("topic readwrite secret/#\n")
+    watch.wait_for(is_alert("changed", setup.root / "acl"))
+
+
+def test_watch_starts_with_rejected_config(setup: Setup, watches: list[Watch]) -> None:
+    assert setup.write_baseline() == 0
+    (setup.root / "conf.d" / "bad.conf").write_text("no_such_option 1\n")
+    (setup.root / "acl").write_text("topic readwrite secret/#\n")
+    watch = start_watch(setup, watches)
+    watch.wait_for(is_event("integrity_alert", kind="config_rejected", source="startup_check"))
+    watch.wait_for(is_alert("changed", setup.root / "acl", source="startup_check"))
+
+
 # Reporting rules.
 
 
