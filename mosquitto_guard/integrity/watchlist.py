@@ -241,12 +241,17 @@ def _add_config(watch: _WatchList, config: BrokerConfig) -> None:
                 reason = f"{name} ({option.location})"
                 _add_tree(watch, option.value.strip(), reason, recursive=False, copy=True)
     for plugin in config.plugins:
-        if Path(plugin.path.strip()).name != DYNAMIC_SECURITY_PLUGIN:
-            continue
-        for option in plugin.options.get(DYNAMIC_SECURITY_OPTION, []):
-            value = option.value.strip()
-            if value:
-                watch.add(value, f"dynamic security config ({option.location})", copy=True)
+        stock = Path(plugin.path.strip()).name == DYNAMIC_SECURITY_PLUGIN
+        for name, options in plugin.options.items():
+            for option in options:
+                value = option.value.strip()
+                if stock and name == DYNAMIC_SECURITY_OPTION and value:
+                    watch.add(value, f"dynamic security config ({option.location})", copy=True)
+                elif value and os.path.isfile(os.path.join(watch.cwd, value)):
+                    # Any plugin option that names a file: a renamed dynamic-security plugin,
+                    # or another plugin's password or key file.
+                    reason = f"plugin_opt_{name} ({option.location})"
+                    watch.add(value, reason, copy=True)
 
 
 def _add_unit(watch: _WatchList, unit_path: Path) -> None:

@@ -121,3 +121,24 @@ def test_record_elf_build_id() -> None:
     build_id = record["build_id"]
     assert isinstance(build_id, str)
     assert len(build_id) >= 16
+
+
+def test_watched_files_include_plugin_option_files(guard: Guard) -> None:
+    # A copy of the dynamic-security plugin under another name, and an option naming no file.
+    renamed = guard.plugins / "dynsec.so"
+    renamed.write_bytes(DYNSEC_PLUGIN.read_bytes())
+    (guard.root / "dynsec.json").write_text("{}\n")
+    config = guard.config(
+        f"plugin {renamed}",
+        f"plugin_opt_config_file {guard.root / 'dynsec.json'}",
+        "plugin_opt_mode strict",
+    )
+    policy = load_policy(guard.policy)
+    watched = {
+        item.path: item for item in watched_files([config], policy, Path(MOSQUITTO), None)
+    }
+    item = watched[guard.root / "dynsec.json"]
+    assert item.reasons[0].startswith("plugin_opt_config_file (")
+    assert item.keep_copy
+    assert Path("strict") not in watched
+    assert guard.root / "strict" not in watched
