@@ -36,6 +36,7 @@ from mosquitto_guard.units import SERVICE_UNIT_NAME
 # Config options whose value is a file or directory the broker reads.
 FILE_OPTIONS = (*READ_FILE_OPTIONS, *CERTIFICATE_DIRECTORY_OPTIONS)
 TCP_WRAPPER_FILES = (Path("/etc/hosts.allow"), Path("/etc/hosts.deny"))
+LD_SO_PRELOAD = Path("/etc/ld.so.preload")
 DEFAULT_CONFIG_PATH = Path("/etc/mosquitto/mosquitto.conf")
 # Inventory kinds that name a directory the loader searches, not a file it loads.
 _DIRECTORY_KINDS = frozenset({"ld_library_path"})
@@ -170,6 +171,8 @@ def watched_files(
     _add_code(watch, config, broker)
     if config is not None:
         _add_config(watch, config)
+    # Recorded even when absent: a preload list that appears loads code into every program.
+    watch.add(LD_SO_PRELOAD, "host file that decides what the broker loads")
     for path in TCP_WRAPPER_FILES:
         watch.add(path, "TCP wrappers access rules")
     if unit_path is not None:

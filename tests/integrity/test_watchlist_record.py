@@ -69,6 +69,7 @@ def test_watched_files_cover_every_source(guard: Guard) -> None:
         Path("/etc/hosts.allow"),
         Path("/etc/hosts.deny"),
         Path("/etc/nsswitch.conf"),
+        Path("/etc/ld.so.preload"),
     ]
     for path in expected:
         assert path in watched, path
