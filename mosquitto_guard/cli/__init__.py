@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import sys
@@ -91,6 +92,12 @@ def find_command(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _asks_for_json(args: list[str]) -> bool:
+    """Return True when `args` ask for JSON output, so a usage error is reported as JSON too."""
+    pairs = zip(args, [*args[1:], ""], strict=True)
+    return "--format=json" in args or any(a == "--format" and b == "json" for a, b in pairs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -103,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if find_command(args_list) in ("check", "watch"):
             # The exit status of check (and watch's) is a bitmask in which 2 means "files
             # removed"; an invalid command line is "could not check".
+            if _asks_for_json(args_list):
+                document = {"format_version": 1, "status": "check_failed", "error": "usage error"}
+                print(json.dumps(document, indent=2, sort_keys=True))
             return CHECK_COULD_NOT_RUN
         if find_command(args_list) == "run" and "--" not in args_list:
             print(
