@@ -156,11 +156,11 @@ def _require_clean_check(
         return
     for fd in plan.inherit_fds:
         os.close(fd)
-    hint = (
+    _log_integrity(
         "[integrity] require_clean_check is set: review the changes with mosquitto-guard "
         "check, then restore the files or write a new baseline"
     )
-    raise LaunchRejected([*problems, hint])
+    raise LaunchRejected(problems)
 
 
 def _log_integrity(message: str) -> None:
