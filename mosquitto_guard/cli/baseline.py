@@ -25,7 +25,7 @@ from mosquitto_guard.cli.run import DEFAULT_CONFIG, add_policy_argument
 from mosquitto_guard.errors import GuardError, VerificationError
 from mosquitto_guard.integrity.baseline import DEFAULT_BASELINE_PATH
 from mosquitto_guard.integrity.scan import default_workers
-from mosquitto_guard.integrity.watchlist import Targets, default_unit
+from mosquitto_guard.integrity.watchlist import Targets
 from mosquitto_guard.launch.broker import DEFAULT_BROKER
 from mosquitto_guard.units import SERVICE_UNIT_NAME
 
@@ -108,11 +108,6 @@ def add_target_arguments(parser: argparse.ArgumentParser) -> None:
         "or /usr/lib/systemd/system)",
     )
     add_scan_arguments(parser)
-
-
-def find_unit(explicit: Path | None) -> Path | None:
-    """Return `explicit`, else the first installed mosquitto unit, else None."""
-    return explicit if explicit is not None else default_unit()
 
 
 def targets_from(args: argparse.Namespace) -> Targets:

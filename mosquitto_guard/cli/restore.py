@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
         if not actions:
             print(f"unchanged: {path} already matches the baseline")
         for action in actions:
-            kept = f" (previous content kept in {action.evidence})" if action.evidence else ""
-            print(f"{action.action}: {action.path}{kept}")
+            evidence = f" (previous content in {action.evidence})" if action.evidence else ""
+            print(f"{action.action}: {action.path}{evidence}")
             logger.info("restore: %s %s", action.action, action.path)
     print(f"mosquitto-guard: restore log: {restore_log_path(baseline_path)}", file=sys.stderr)
     return 0

@@ -6,13 +6,13 @@ difference and what is expected in each of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mosquitto_guard.errors import ConfigError
-from mosquitto_guard.integrity.baseline import Baseline, load_verified
+from mosquitto_guard.integrity.baseline import Baseline, Entry, load_verified
 from mosquitto_guard.integrity.compare import Report, compare
 from mosquitto_guard.integrity.expected import explain_expected
 from mosquitto_guard.integrity.scan import Progress, scan
@@ -61,13 +61,18 @@ def check_now(
         # A config the broker rejects, such as a bad file dropped into conf.d, must not hide
         # the other changes: compare the files the baseline lists, and say the list is stale.
         incomplete = f"the watch list cannot be derived: {error}"
-        watched = [WatchedFile(path, entry.reasons) for path, entry in baseline.entries.items()]
+        watched = listed_files(baseline.entries)
     known = baseline.entries if fast else None
     with (bar or _no_bar)(len(watched)) as progress:
         current = scan(watched, workers=workers, known=known, progress=progress)
     report = compare(baseline.entries, current.entries)
     report = explain_expected(report, baseline, baseline_path, policy)
     return CheckResult(baseline, targets, current, report, incomplete)
+
+
+def listed_files(entries: Mapping[str, Entry]) -> list[WatchedFile]:
+    """Return the watch list that `entries`, of a baseline or a check, record."""
+    return [WatchedFile(path, entry.reasons) for path, entry in entries.items()]
 
 
 @contextmanager

@@ -40,7 +40,7 @@ from mosquitto_guard.integrity.baseline import (
     load_verified,
     signature_path,
 )
-from mosquitto_guard.integrity.check import Bar, CheckResult, check_now
+from mosquitto_guard.integrity.check import Bar, CheckResult, check_now, listed_files
 from mosquitto_guard.integrity.compare import Report, compare
 from mosquitto_guard.integrity.expected import explain_expected
 from mosquitto_guard.integrity.full_check import FullCheck, FullChecks
@@ -124,7 +124,7 @@ class Monitor:
             watched = self.targets.watched(settings.policy, exclude=settings.baseline_path)
         except ConfigError:
             # check_now below falls back to the baseline's list, and the alert follows it.
-            watched = [WatchedFile(path, entry.reasons) for path, entry in baseline.entries.items()]
+            watched = listed_files(baseline.entries)
         self._replace_watchlist(watched)
         self._report_failures(
             "watch", self._watches.watch_paths(sorted(self._baseline_files | {self._restore_log}))
@@ -138,7 +138,7 @@ class Monitor:
         )
         self.baseline = result.baseline
         self.targets = result.targets
-        self._replace_watchlist(_watch_list(result))
+        self._replace_watchlist(listed_files(result.current.entries))
         paths = set(result.baseline.entries) | set(result.current.entries)
         self.reported.report(result.report, result.current.entries, paths, STARTUP_CHECK)
         if result.incomplete is not None:
@@ -313,7 +313,7 @@ class Monitor:
             )
             self.baseline = result.baseline
         self.targets = result.targets
-        nominated = self._replace_watchlist(_watch_list(result))
+        nominated = self._replace_watchlist(listed_files(result.current.entries))
         nominated |= self.reported.unreported(result.report, result.current.entries)
         still_watched = sorted(path for path in nominated if path in self.watched)
         self._report_failures("watch", self._watches.watch_paths(still_watched))
@@ -335,9 +335,3 @@ class Monitor:
         if self._last_errors.get(key) != message:
             self.events.error(message)
         self._last_errors[key] = message
-
-
-def _watch_list(result: CheckResult) -> list[WatchedFile]:
-    """Return the watch list a full check recorded."""
-    entries = result.current.entries
-    return [WatchedFile(path, entry.reasons) for path, entry in entries.items()]

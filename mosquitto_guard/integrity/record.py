@@ -29,7 +29,7 @@ _CHUNK = 1 << 20
 _MODE_TEXT = tuple(f"{mode:04o}" for mode in range(0o10000))
 # Reads of a file that keeps changing before it is recorded with an error.
 _ATTEMPTS = 3
-# The recorded attributes `unchanged_record` compares with fresh stat data, in this order.
+# The recorded attributes `is_unchanged` compares with fresh stat data, in this order.
 _STAT_FIELDS = ("type", "ctime", "inode", "size", "mode", "uid", "gid")
 _STAT_KEYS = {
     prefix: itemgetter(*(prefix + field for field in _STAT_FIELDS))
@@ -66,8 +66,8 @@ def record_file(path: Path | str) -> Record:
     return record
 
 
-def unchanged_record(path: Path | str, known: Record) -> Record | None:
-    """Return `known` when the stat data of `path` shows it unchanged, else None.
+def is_unchanged(path: Path | str, known: Record) -> bool:
+    """Return True when the stat data of `path` shows it unchanged since `known`.
 
     A regular file is unchanged when its type, ctime, inode, size, mode and owner all equal
     `known`'s. A symlink is unchanged when its own ctime and inode and its target's stat data
@@ -76,12 +76,10 @@ def unchanged_record(path: Path | str, known: Record) -> Record | None:
     try:
         info = os.lstat(path)
     except OSError:
-        return None
+        return False
     if stat.S_ISLNK(info.st_mode):
-        unchanged = known.get("type") == "symlink" and _link_unchanged(path, known, info)
-    else:
-        unchanged = _unchanged(known, info, "")
-    return known if unchanged else None
+        return known.get("type") == "symlink" and _link_unchanged(path, known, info)
+    return _unchanged(known, info, "")
 
 
 def _unchanged(known: Record, info: os.stat_result, prefix: str) -> bool:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from mosquitto_guard.integrity.baseline import Baseline, Entry
-from mosquitto_guard.integrity.record import Record, record_file, unchanged_record
+from mosquitto_guard.integrity.record import Record, is_unchanged, record_file
 from mosquitto_guard.integrity.watchlist import WatchedFile
 
 # Called with the number of files recorded since the last call.
@@ -46,24 +46,24 @@ def scan(
     """Record every watched file now and return the records as an unsigned `Baseline`.
 
     With `known` (the entries of a verified baseline), a regular file whose stat data is
-    unchanged keeps its known record without being read; see `record.unchanged_record`.
+    unchanged keeps its known record without being read; see `record.is_unchanged`.
     """
     records: list[Record | None] = [None] * len(watched)
-    kept: list[Entry | None] = [None] * len(watched)
+    unchanged: list[Entry | None] = [None] * len(watched)
     pending: list[tuple[int, int]] = []  # (index, size) of the files to record in full
     for index, item in enumerate(watched):
         entry = known.get(item.name) if known is not None else None
-        if entry is not None and unchanged_record(item.name, entry.record) is not None:
+        if entry is not None and is_unchanged(item.name, entry.record):
             # The known entry itself when the reasons are the same, so compare can skip it.
             same = entry.reasons == item.reasons
-            kept[index] = entry if same else Entry(item.reasons, entry.record)
+            unchanged[index] = entry if same else Entry(item.reasons, entry.record)
         else:
             pending.append((index, _size(item)))
     if progress is not None and len(watched) > len(pending):
         progress(len(watched) - len(pending))
     _record_all(watched, pending, records, workers, progress)
     entries: dict[str, Entry] = {}
-    for item, entry, record in zip(watched, kept, records, strict=True):
+    for item, entry, record in zip(watched, unchanged, records, strict=True):
         if entry is not None:
             entries[item.name] = entry
         elif record is not None:
