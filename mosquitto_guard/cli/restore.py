@@ -4,9 +4,13 @@ Verifies the signed baseline, then puts each PATH back as the baseline recorded 
 `mosquitto_guard.integrity.restore`). Prints one line per action, and the evidence file that
 contains what was replaced.
 
-Exit codes: 0 every path restored or already as recorded; 1 the baseline is invalid, or a path
-cannot be restored from it (not listed, no intact known-good copy); 2 a usage error; 3 a file
-could not be read or written.
+Exit codes:
+
+- 0: every path restored, or already as recorded.
+- 1: the baseline is invalid, or a path cannot be restored from it: not listed, no intact
+  known-good copy, a symlink among its directories, or a symlink at a link's target.
+- 2: a usage error.
+- 3: a file could not be read or written.
 """
 
 from __future__ import annotations

@@ -397,7 +397,7 @@ def _parse_targets(where: Path, value: Any) -> Targets | None:
 
 
 def _entry_error(where: Path, path: str, value: Any) -> BaselineError:
-    """Return the error that says what is wrong with the malformed entry `value`."""
+    """Return the error that describes what is wrong with the malformed entry `value`."""
     if type(value) is not dict:
         return BaselineError(f"{where}: entry {path!r} must be an object")
     reasons = value.get("reasons")

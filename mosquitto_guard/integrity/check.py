@@ -59,7 +59,7 @@ def check_now(
         watched = targets.watched(policy, exclude=baseline_path)
     except ConfigError as error:
         # A config the broker rejects, such as a bad file dropped into conf.d, must not hide
-        # the other changes: compare the files the baseline lists, and say the list is stale.
+        # the other changes: compare the files the baseline lists, and mark the check incomplete.
         incomplete = f"the watch list cannot be derived: {error}"
         watched = listed_files(baseline.entries)
     known = baseline.entries if fast else None

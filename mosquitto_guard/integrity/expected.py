@@ -209,7 +209,8 @@ def _dpkg_names(path: str) -> list[str]:
 
 @functools.lru_cache(maxsize=4096)
 def _dpkg_owner(path: str) -> str | None:
-    # Cached: `watch` asks again for each change of a file, and a file rarely changes package.
+    # Cached: `watch` looks the owner up again for each change of a file, and a file rarely
+    # changes package.
     output = _dpkg_query("-S", path)
     if output is None:
         return None

@@ -5,8 +5,9 @@ A scan has two passes. The first runs `lstat` on every file in the calling threa
 and is not read. The second reads and hashes the other files, in the calling thread and
 `workers - 1` more threads. `os.read` and `hashlib` release the GIL while they work on large
 buffers, so hashing a large file runs beside other work. A small file costs mostly Python
-code, which holds the GIL, so the calling thread takes the small files first and the other
-threads take the large ones first; each then helps with the other kind. Files go out in chunks
+code, which runs under the GIL. So the calling thread takes the small files first and the
+other threads take the large ones first, and each then helps with the other kind. Files go
+out in chunks
 of up to `CHUNK_FILES` files and `CHUNK_BYTES` bytes, because one task per file costs more in
 scheduling than an 8 KiB file costs to hash.
 """

@@ -185,8 +185,8 @@ def _baseline_files(baseline_path: Path) -> Callable[[str], bool]:
     """Return a test for the files a baseline keeps beside itself: its signatures, pending
     signatures, lock and temporary files, the known-good copies, evidence and restore log.
 
-    They change with every baseline and restore, so watching them, when a watched tree holds
-    the baseline, would report the baseline's own writes.
+    They change with every baseline and restore, so watching them, when a watched tree
+    contains the baseline, would report the baseline's own writes.
     """
     from mosquitto_guard.integrity.store import EVIDENCE_DIR, KNOWN_GOOD_DIR, RESTORE_LOG
 

@@ -80,7 +80,7 @@ def test_check_reports_include_dir_addition(
     assert reasons[1].startswith("include_dir (")
 
 
-def test_check_reports_file_in_include_dir_the_broker_skips(
+def test_check_reports_skipped_include_file(
     setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The broker reads only *.conf from include_dir, but a file parked there is still news.

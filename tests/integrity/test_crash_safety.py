@@ -65,6 +65,7 @@ def test_killed_write_loop_leaves_a_valid_baseline(guard: Guard, tmp_path: Path)
     for label, data in contents.items():
         (tmp_path / label).write_bytes(data)
     write_baseline_signed(target, contents["a"], load_private_key(guard.keys["alice"]))
+
     rng = random.Random(20261204)
     outcomes = {"a": 0, "b": 0}
     interrupted = 0
@@ -88,13 +89,16 @@ def test_killed_write_loop_leaves_a_valid_baseline(guard: Guard, tmp_path: Path)
         writer.send_signal(signal.SIGKILL)
         writer.wait()
         assert writer.returncode == -signal.SIGKILL
+
         # A pending signature or temporary file left behind: the kill landed inside a write.
         leftovers = [path for path in target.parent.iterdir() if path.name.count(".") > 2]
         interrupted += bool(leftovers)
         baseline = load_verified(target, policy)
         [label] = [path.strip("/") for path in baseline.entries]
         outcomes[label] += 1
-    assert outcomes["a"] > 0 and outcomes["b"] > 0, outcomes
+
+    assert outcomes["a"] > 0, outcomes
+    assert outcomes["b"] > 0, outcomes
     assert interrupted > 0
 
 
@@ -105,6 +109,7 @@ def test_killed_baseline_command_leaves_old_or_new(setup: Setup) -> None:
     digests = {hashlib.sha256(text.encode()).hexdigest() for text in texts}
     acl.write_text(texts[0])
     assert setup.write_baseline() == 0
+
     argv = [
         sys.executable,
         "-m",
@@ -120,6 +125,7 @@ def test_killed_baseline_command_leaves_old_or_new(setup: Setup) -> None:
     started = time.monotonic()
     subprocess.run(argv, check=True, capture_output=True)
     duration = time.monotonic() - started
+
     rng = random.Random(4)
     seen: set[str] = set()
     for index in range(CLI_KILLS):
@@ -132,5 +138,6 @@ def test_killed_baseline_command_leaves_old_or_new(setup: Setup) -> None:
         recorded = load_verified(setup.baseline, policy).entries[str(acl)].record["sha256"]
         assert recorded in digests
         seen.add(str(recorded))
+
     # Some kills came after the write and some before it.
     assert seen == digests

@@ -64,7 +64,7 @@ def test_unsigned_plugin_replacement_is_an_alert(
     assert document["expected"] == []
 
 
-def test_rollback_to_an_older_signed_plugin_is_an_alert(
+def test_older_signed_plugin_is_alert(
     plugin_setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     setup = plugin_setup

@@ -1,4 +1,4 @@
-"""`check --fast` trusts unchanged stat data and still sees every change; --workers agrees."""
+"""`check --fast` trusts unchanged stat data and still reports every change; --workers agrees."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_fast_check_reads_and_reports_a_written_file(
 def test_fast_check_rehashes_after_same_size_rewrite(
     setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Same size, same inode, same mode: only the ctime tells, and --fast must not trust it.
+    # Same size, same inode, same mode: only the ctime differs, so --fast must read the file.
     acl = setup.root / "acl"
     assert setup.write_baseline() == 0
     size = acl.stat().st_size

@@ -135,9 +135,7 @@ def test_watched_files_include_plugin_option_files(guard: Guard) -> None:
         "plugin_opt_mode strict",
     )
     policy = load_policy(guard.policy)
-    watched = {
-        item.path: item for item in watched_files([config], policy, Path(MOSQUITTO), None)
-    }
+    watched = {item.path: item for item in watched_files([config], policy, Path(MOSQUITTO), None)}
     item = watched[guard.root / "dynsec.json"]
     assert item.reasons[0].startswith("plugin_opt_config_file (")
     assert item.keep_copy
