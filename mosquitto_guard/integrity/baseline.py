@@ -249,6 +249,12 @@ def load_verified(baseline_path: Path, policy: Policy) -> Baseline:
 def _verified_bytes(baseline_path: Path, policy: Policy) -> tuple[bytes, list[str]]:
     """Run steps 1 to 4 of `load_verified`; return the bytes and the signers' key ids."""
     # Step 1.
+    if not baseline_path.exists() and not baseline_path.is_symlink():
+        raise HostError(
+            f"baseline not found: {baseline_path}",
+            fix="write one first: mosquitto-guard baseline --policy POLICY --key KEY -c CONFIG "
+            f"--output {baseline_path}",
+        )
     try:
         data = read_bounded(baseline_path, MAX_BASELINE_BYTES, "baseline")
     except VerificationError as error:

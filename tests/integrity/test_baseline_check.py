@@ -248,6 +248,7 @@ def test_check_without_baseline_fails(setup: Setup, capsys: pytest.CaptureFixtur
     assert code == 16
     assert document["status"] == "check_failed"
     assert "baseline not found" in document["error"]
+    assert "mosquitto-guard baseline --policy" in document["error"]
 
 
 def test_check_accepts_minisign_baseline(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
